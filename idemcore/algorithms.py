@@ -1,0 +1,107 @@
+"""The three update rules of the note: ordinary backprop, modified backprop, and M1.
+
+Each is a small class with one method, ``step(net, x, lr) -> loss``: one SGD update of
+``net`` on the batch ``x`` (shape ``(m, d)``), returning the loss E the step saw,
+E(y) = mean((n(y) - y)^2) with y = n(x), as a detached scalar tensor.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from idemcore.errors import ConfigError
+from idemcore.nets import M1_RESTRICTION, linear_layers
+
+
+def _sgd_(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...], lr: float) -> None:
+    """Plain SGD (the note's torch.optim.SGD without momentum): p <- p - lr * g."""
+    with torch.no_grad():
+        torch._foreach_add_(params, list(grads), alpha=-lr)
+
+
+class Algorithm(ABC):
+    """One training rule."""
+
+    name: str = ""
+
+    @abstractmethod
+    def step(self, net: nn.Module, x: torch.Tensor, lr: float) -> torch.Tensor:
+        """Apply one update to ``net`` on batch ``x`` (m, d); return E as a 0-d tensor."""
+
+
+class Ordinary(Algorithm):
+    """Ordinary backprop: autograd of E(y) = mean((n(y) - y)^2), y = n(x), through both n."""
+
+    name = "ordinary"
+
+    def step(self, net: nn.Module, x: torch.Tensor, lr: float) -> torch.Tensor:
+        params: list[torch.Tensor] = list(net.parameters())
+        y = net(x)  # (m, d)
+        loss = torch.mean((net(y) - y) ** 2)
+        grads = torch.autograd.grad(loss, params)
+        _sgd_(params, grads, lr)
+        return loss.detach()
+
+
+class Modified(Algorithm):
+    """Modified backprop: dE/dy := -(3n(y) - 2n(n(y)) - y) / m, chained through y = n(x) only.
+
+    n(y) is computed once and used both for the loss value and for Δn; the second and
+    third applications of n carry no graph (the note's ``E.forward`` runs without grad).
+    Network passes per step: forward n(x) with graph, n(y) and n(n(y)) without, one
+    backward: 5 units against ordinary's 6.
+    """
+
+    name = "modified"
+
+    def step(self, net: nn.Module, x: torch.Tensor, lr: float) -> torch.Tensor:
+        params: list[torch.Tensor] = list(net.parameters())
+        y = net(x)  # (m, d), with graph to the parameters
+        with torch.no_grad():
+            y2 = net(y)  # n(y) = n(n(x))
+            y3 = net(y2)  # n(n(y))
+            loss = torch.mean((y2 - y) ** 2)
+            delta = 3 * y2 - 2 * y3 - y  # Δn(x), shape (m, d)
+            cotangent = delta.div_(-x.shape[0])  # dE/dy := -Δn / m
+        grads = torch.autograd.grad(y, params, grad_outputs=cotangent)
+        _sgd_(params, grads, lr)
+        return loss
+
+
+class M1(Algorithm):
+    """The note's naive approach: W' = W + lr * mean_i[Δn(x_i) x_i^T], no autograd at all.
+
+    Valid only for a single bias-free square linear layer (N1).
+    """
+
+    name = "m1"
+
+    def step(self, net: nn.Module, x: torch.Tensor, lr: float) -> torch.Tensor:
+        layers = linear_layers(net)
+        if len(layers) != 1 or layers[0].bias is not None:
+            raise ConfigError(f"algorithm: {M1_RESTRICTION}")
+        weight = layers[0].weight  # (d, d); PyTorch's n(x) = x W^T for row inputs
+        with torch.no_grad():
+            y = x @ weight.T
+            y2 = y @ weight.T
+            y3 = y2 @ weight.T
+            loss = torch.mean((y2 - y) ** 2)
+            delta = 3 * y2 - 2 * y3 - y  # (m, d)
+            weight.add_(delta.T @ x, alpha=lr / x.shape[0])
+        return loss
+
+
+ALGORITHM_CLASSES: dict[str, type[Algorithm]] = {cls.name: cls for cls in (Ordinary, Modified, M1)}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    """The algorithm instance for a config's ``algorithm`` field."""
+    try:
+        return ALGORITHM_CLASSES[name]()
+    except KeyError:
+        raise ConfigError(
+            f"algorithm: unknown {name!r}; expected one of {sorted(ALGORITHM_CLASSES)}"
+        ) from None

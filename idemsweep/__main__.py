@@ -1,0 +1,5 @@
+import sys
+
+from idemsweep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of `idem`: each module defines ``register(subparsers)``."""

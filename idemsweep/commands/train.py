@@ -1,0 +1,92 @@
+"""`idem train`: one run of idemcore from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from idemsweep.errors import CliError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("train", help="train one network and print its metrics")
+    p.add_argument("--arch", required=True, help="N1..N4, B1..B4")
+    p.add_argument("--algorithm", required=True, choices=["ordinary", "modified", "m1"])
+    p.add_argument("--lr", type=float, required=True, help="learning rate")
+    p.add_argument("--samples", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--data",
+        default="gaussian-fresh",
+        choices=["gaussian-fresh", "gaussian-fixed", "digits", "file"],
+    )
+    p.add_argument("--data-path", default=None, help="the .npz/.npy/IDX file for --data file")
+    p.add_argument("--threshold", type=float, default=1e-3)
+    p.add_argument("--init", default="default", choices=["default", "orthogonal", "normal"])
+    p.add_argument("--init-std", type=float, default=0.1, help="std for --init normal")
+    p.add_argument("--gain", type=float, default=1.0)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--eval-samples", type=int, default=1000)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, ...")
+    p.add_argument("--json", action="store_true", help="last stdout line: the result as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from idemcore.config import TrialConfig
+    from idemcore.errors import ConfigError
+    from idemcore.train import Training
+
+    try:
+        config = TrialConfig(
+            architecture=args.arch,
+            algorithm=args.algorithm,
+            learning_rate=args.lr,
+            samples=args.samples,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            seed=args.seed,
+            data=args.data,
+            data_path=args.data_path,
+            init=args.init,
+            init_std=args.init_std,
+            gain=args.gain,
+            dtype=args.dtype,
+            threshold=args.threshold,
+            eval_samples=args.eval_samples,
+        )
+        run_ = Training(config, device=args.device)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+    show_bar = sys.stderr.isatty()
+    if show_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.epochs, unit="epoch", file=sys.stderr)
+    for record in run_.epochs():
+        if show_bar:
+            bar.update(1)
+            bar.set_postfix(
+                err=f"{record.idempotent_error:.3g}"
+                if record.idempotent_error is not None
+                else "nan"
+            )
+    if show_bar:
+        bar.close()
+    result = run_.result()
+    payload = result.to_dict()
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        for key, value in payload.items():
+            if key == "eigenvalues" and value is not None:
+                value = ", ".join(
+                    f"{re:.4g}" + (f"{im:+.3g}i" if abs(im) > 1e-12 else "") for re, im in value
+                )
+            print(f"{key:>24}: {value}")
+    return 0
