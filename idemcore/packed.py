@@ -1,0 +1,200 @@
+"""Packing: several small trials of one sweep trained together as one computation.
+
+The note's networks are tiny (N1 is 5x5), so a sweep of hundreds of them spends its time
+on per-trial overhead, not on arithmetic. Trials that agree on everything but ``seed``
+and ``learning_rate`` (same :func:`pack_key`) can be trained side by side; every member
+keeps exactly what it would have alone: its init, its data stream, its learning rate,
+its metrics and its own divergence.
+
+Public API (see docs/internals.md): :class:`PackedTraining`, :func:`pack_key`,
+:func:`can_pack`, :func:`auto_pack_size`, :func:`group_configs`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from idemcore.config import TrialConfig
+from idemcore.nets import resolve_layers
+from idemcore.train import EpochRecord, Training, TrialResult
+
+# Networks above this many parameters (N4, B2, B3, B4) are trained alone: their
+# matrix products already fill the machine, and a pack would multiply their memory.
+MAX_PACKABLE_PARAMS = 20_000
+# Widest layer a packed member may have (keeps image_dim on its exact branch, d <= 128).
+MAX_PACKABLE_WIDTH = 128
+# Beyond this many members a pack stops getting faster per member on a CPU.
+MAX_AUTO_PACK = 32
+# Share of the available memory a pack may plan to use.
+MEMORY_FRACTION = 0.25
+
+_DTYPE_BYTES = {"float32": 4, "float64": 8}
+
+
+def pack_key(config: TrialConfig) -> tuple[Any, ...]:
+    """What members of one pack must share: everything except seed and learning_rate."""
+    return (
+        config.architecture,
+        config.algorithm,
+        config.data,
+        config.data_path,
+        config.samples,
+        config.batch_size,
+        config.init,
+        config.init_std,
+        config.gain,
+        config.dtype,
+        config.epochs,
+        config.eval_samples,
+        config.threshold,
+    )
+
+
+def param_count(config: TrialConfig) -> int:
+    """Number of trainable parameters of the config's network."""
+    return sum(
+        layer.in_features * layer.out_features + (layer.out_features if layer.bias else 0)
+        for layer in resolve_layers(config.architecture)
+    )
+
+
+def can_pack(config: TrialConfig) -> bool:
+    """True for small networks (N1-N3, B1, small custom ones); False for N4, B2-B4."""
+    layers = resolve_layers(config.architecture)
+    widest = max(max(layer.in_features, layer.out_features) for layer in layers)
+    return param_count(config) <= MAX_PACKABLE_PARAMS and widest <= MAX_PACKABLE_WIDTH
+
+
+def member_bytes(config: TrialConfig) -> int:
+    """A generous estimate of one member's working memory in a pack (bytes)."""
+    layers = resolve_layers(config.architecture)
+    dim = layers[0].in_features
+    width_sum = sum(layer.out_features for layer in layers)
+    elems = (
+        config.samples * dim  # the epoch's training data
+        + config.batch_size * width_sum * 3 * 2  # three passes of activations, plus grads
+        + config.eval_samples * width_sum * 2  # evaluation passes
+        + config.eval_samples * dim
+        + (config.samples * dim if config.data != "gaussian-fresh" else 0)  # fixed train set
+        + 4 * param_count(config)  # params, grads, snapshot, update
+    )
+    return elems * _DTYPE_BYTES[config.dtype]
+
+
+def available_memory(device: str | torch.device = "cpu") -> int:
+    """Bytes available for a pack: free GPU memory, or the machine's available RAM."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info(dev)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
+def auto_pack_size(config: TrialConfig, available_bytes: int | None = None) -> int:
+    """How many members to pack for ``config``: 1 for large nets, else as many as fit in
+    a quarter of the available memory, at most MAX_AUTO_PACK."""
+    if not can_pack(config):
+        return 1
+    if available_bytes is None:
+        available_bytes = available_memory()
+    fits = int(available_bytes * MEMORY_FRACTION) // max(1, member_bytes(config))
+    return max(1, min(MAX_AUTO_PACK, fits))
+
+
+def group_configs(
+    configs: Sequence[TrialConfig], pack: int | bool | None = None
+) -> list[list[int]]:
+    """Indices of ``configs`` grouped by :func:`pack_key` and chunked by pack size.
+
+    ``pack`` is the spec's override: ``False`` (or 1) trains every config alone, an
+    integer caps the pack size, ``None`` or ``True`` picks :func:`auto_pack_size`.
+    Configs that cannot be packed are singletons. Groups come in the order of their
+    first member; members keep their order.
+    """
+    if pack is False:
+        return [[i] for i in range(len(configs))]
+    if not isinstance(pack, bool) and pack is not None and pack < 1:
+        raise ValueError(f"pack: must be a positive integer, true or false, got {pack!r}")
+    by_key: dict[tuple[Any, ...], list[int]] = {}
+    order: list[tuple[str, Any]] = []
+    for i, config in enumerate(configs):
+        if not can_pack(config):
+            order.append(("single", i))
+            continue
+        key = pack_key(config)
+        if key not in by_key:
+            by_key[key] = []
+            order.append(("key", key))
+        by_key[key].append(i)
+    groups: list[list[int]] = []
+    for kind, item in order:
+        if kind == "single":
+            groups.append([item])
+            continue
+        members = by_key[item]
+        if pack is None or isinstance(pack, bool):
+            size = auto_pack_size(configs[members[0]])
+        else:
+            size = pack
+        groups.extend(members[j : j + size] for j in range(0, len(members), size))
+    return groups
+
+
+class PackedTraining:
+    """Several configs sharing one :func:`pack_key`, trained in lockstep.
+
+    ``epochs()`` yields, per epoch, one ``EpochRecord | None`` per member (None once that
+    member has stopped, e.g. after diverging); ``results()`` gives one ``TrialResult``
+    per member. Each member's records equal what ``Training`` alone would give.
+    """
+
+    def __init__(self, configs: Sequence[TrialConfig], device: str | torch.device = "cpu") -> None:
+        if not configs:
+            raise ValueError("PackedTraining needs at least one config")
+        key = pack_key(configs[0])
+        for config in configs[1:]:
+            if pack_key(config) != key:
+                raise ValueError(
+                    "PackedTraining: configs differ in more than seed and learning_rate"
+                )
+        self.configs = list(configs)
+        self.device = torch.device(device)
+        self._runs = [Training(config, device=self.device) for config in self.configs]
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def epochs(self) -> Iterator[list[EpochRecord | None]]:
+        """One list per epoch with each member's record (None once it has stopped)."""
+        iterators: list[Iterator[EpochRecord] | None] = [run.epochs() for run in self._runs]
+        for _epoch in range(self.configs[0].epochs):
+            row: list[EpochRecord | None] = []
+            for i, it in enumerate(iterators):
+                record = None if it is None else next(it, None)
+                if record is None:
+                    iterators[i] = None
+                row.append(record)
+            if all(r is None for r in row):
+                return
+            yield row
+        for it in iterators:  # let each generator record its finish time
+            if it is not None:
+                next(it, None)
+
+    def results(self) -> list[TrialResult]:
+        """One final result per member, in the order of the configs."""
+        return [run.result() for run in self._runs]
