@@ -11,8 +11,11 @@ pg_start() {
   local as=()
   [[ $(id -u) -eq 0 ]] && as=(runuser -u postgres --)
   "${as[@]}" "$bindir/initdb" -D "$PG_DIR/data" --auth=trust -U postgres >/dev/null
+  # PG_LISTEN (optional): more addresses to listen on; PG_TRUST: a CIDR trusted from there
+  # (the network-namespace cluster in scripts/netns.sh reaches PostgreSQL over its bridge).
+  [[ -n ${PG_TRUST:-} ]] && echo "host all all $PG_TRUST trust" >>"$PG_DIR/data/pg_hba.conf"
   "${as[@]}" "$bindir/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
-    -o "-h 127.0.0.1 -p $PG_PORT -k /tmp -c fsync=off -c max_connections=200" start >/dev/null
+    -o "-h 127.0.0.1${PG_LISTEN:+,$PG_LISTEN} -p $PG_PORT -k /tmp -c fsync=off -c max_connections=200" start >/dev/null
   PG_BINDIR=$bindir
   export PG_DIR PG_PORT PG_BINDIR
   export IDEM_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/postgres"
