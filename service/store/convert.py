@@ -1,0 +1,124 @@
+"""Conversions between idemcore objects, ORM rows and the store's frozen records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from idemcore.config import TrialConfig
+from service.store.models import Sweep, Trial
+from service.store.records import SweepRecord, TrialRecord
+from service.store.status import TRIAL_FINAL, SweepStatus, TrialStatus
+
+
+def canonical_hash(value: Any) -> str:
+    """sha256 of canonical JSON (sorted keys, no spaces): a content address."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def pair_key(config: TrialConfig) -> str:
+    """Hash of the config without its algorithm: trials sharing it form a comparison pair."""
+    payload = config.to_dict()
+    payload.pop("algorithm")
+    return canonical_hash(payload)
+
+
+def trial_row(sweep_id: int, config: TrialConfig) -> dict[str, Any]:
+    """Column values of a new, pending trial for ``config``."""
+    return {
+        "sweep_id": sweep_id,
+        "config": config.to_dict(),
+        "architecture": config.architecture_name,
+        "algorithm": config.algorithm,
+        "learning_rate": float(config.learning_rate),
+        "samples": config.samples,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "data": config.data,
+        "init": config.init,
+        "config_hash": config.config_hash(),
+        "pair_key": pair_key(config),
+        "status": TrialStatus.pending,
+        "attempts": 0,
+    }
+
+
+def sweep_record(sweep: Sweep, counts: Mapping[str, int]) -> SweepRecord:
+    """A SweepRecord from a row and its trial counts per status."""
+    total = sum(counts.values())
+    finished = sum(n for status, n in counts.items() if TrialStatus(status) in TRIAL_FINAL)
+    return SweepRecord(
+        id=sweep.id,
+        name=sweep.name,
+        status=SweepStatus(sweep.status),
+        priority=sweep.priority,
+        spec=sweep.spec,
+        spec_hash=sweep.spec_hash,
+        trial_count=total,
+        trials_by_status={s.value: int(counts.get(s.value, 0)) for s in TrialStatus},
+        progress=(finished / total) if total else 1.0,
+        created_at=sweep.created_at,
+        started_at=sweep.started_at,
+        finished_at=sweep.finished_at,
+        claimed_by=sweep.claimed_by,
+        heartbeat_at=sweep.heartbeat_at,
+        cancel_requested=bool(sweep.cancel_requested),
+        error=sweep.error,
+        ray_experiment=sweep.ray_experiment,
+        ray_dashboard_url=sweep.ray_dashboard_url,
+    )
+
+
+def trial_record(t: Trial) -> TrialRecord:
+    """A TrialRecord from a row."""
+    return TrialRecord(
+        id=t.id,
+        sweep_id=t.sweep_id,
+        status=TrialStatus(t.status),
+        architecture=t.architecture,
+        algorithm=t.algorithm,
+        learning_rate=t.learning_rate,
+        samples=t.samples,
+        batch_size=t.batch_size,
+        seed=t.seed,
+        data=t.data,
+        init=t.init,
+        config=t.config,
+        config_hash=t.config_hash,
+        attempts=t.attempts,
+        idempotent_error=t.idempotent_error,
+        train_idempotent_error=t.train_idempotent_error,
+        loss=t.loss,
+        norm=t.norm,
+        trace=t.trace,
+        update_norm=t.update_norm,
+        image_dim=t.image_dim,
+        epochs_to_threshold=t.epochs_to_threshold,
+        epochs_run=t.epochs_run,
+        wall_seconds=t.wall_seconds,
+        result=t.result,
+        error=t.error,
+        reused_from=t.reused_from,
+        node_ip=t.node_ip,
+        started_at=t.started_at,
+        finished_at=t.finished_at,
+    )
+
+
+# Final metrics a reused trial takes over from the trial it reuses.
+RESULT_COLUMNS: tuple[str, ...] = (
+    "idempotent_error",
+    "train_idempotent_error",
+    "loss",
+    "norm",
+    "trace",
+    "update_norm",
+    "image_dim",
+    "epochs_to_threshold",
+    "epochs_run",
+    "wall_seconds",
+    "result",
+)

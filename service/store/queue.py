@@ -1,0 +1,352 @@
+"""The task queue the workers use: claim, leases, trial progress, sweep completion.
+
+Claiming is one SQL statement on both backends (see :func:`claim_sweep`); everything
+else runs inside the caller's ``session_scope`` so a trial's epoch rows and its final
+state commit together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, Table, and_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from idemcore.config import TrialConfig
+from idemcore.train import EpochRecord, TrialResult
+from service.exceptions import InvalidTransition, LeaseLost, NotFound
+from service.store.engine import is_sqlite
+from service.store.models import EPOCH_COLUMNS, EpochMetric, Sweep, Trial, Worker, utcnow
+from service.store.records import ClaimedSweep, TrialTodo
+from service.store.status import (
+    TRIAL_ALLOWED,
+    TRIAL_FINAL,
+    SweepStatus,
+    TrialStatus,
+    check_transition,
+)
+from service.store.sweeps import cancel_unfinished_trials
+
+# Rows per INSERT statement: 9 parameters a row stays under SQLite's 32,766 and
+# PostgreSQL's 65,535 bound-parameter limits.
+EPOCH_ROWS_PER_STATEMENT = 3000
+
+
+def register_worker(session: Session, host: str) -> str:
+    """Record a new worker process; returns its id (used as ``claimed_by``)."""
+    worker_id = uuid.uuid4().hex
+    now = utcnow()
+    session.add(Worker(id=worker_id, host=host, started_at=now, heartbeat_at=now))
+    session.flush()
+    return worker_id
+
+
+def worker_heartbeat(session: Session, worker_id: str) -> None:
+    """Refresh a worker's liveness timestamp."""
+    result = session.execute(
+        update(Worker).where(Worker.id == worker_id).values(heartbeat_at=utcnow())
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise NotFound(f"worker {worker_id} not found")
+
+
+def claim_sweep(engine: Engine, worker_id: str) -> ClaimedSweep | None:
+    """Atomically take the best queued sweep (highest priority, then oldest) or None.
+
+    One statement, in its own transaction. PostgreSQL: a CTE ``SELECT … FOR UPDATE SKIP
+    LOCKED LIMIT 1`` feeding ``UPDATE … RETURNING``, so concurrent claimers skip each
+    other's rows. SQLite: one conditional ``UPDATE … RETURNING`` inside ``BEGIN
+    IMMEDIATE``, which serialises writers.
+    """
+    now = utcnow()
+    sweep: Table = Sweep.__table__  # type: ignore[assignment]
+    pick = (
+        select(sweep.c.id)
+        .where(sweep.c.status == SweepStatus.queued.value, sweep.c.cancel_requested.is_(False))
+        .order_by(sweep.c.priority.desc(), sweep.c.created_at, sweep.c.id)
+        .limit(1)
+    )
+    values: dict[str, Any] = {
+        "status": SweepStatus.running.value,
+        "claimed_by": worker_id,
+        "heartbeat_at": now,
+        "started_at": now,
+    }
+    if engine.dialect.name == "postgresql":
+        nxt = pick.with_for_update(skip_locked=True).cte("next_sweep")
+        stmt = sweep.update().where(sweep.c.id == nxt.c.id)
+    else:
+        stmt = sweep.update().where(
+            sweep.c.id == pick.scalar_subquery(),
+            sweep.c.status == SweepStatus.queued.value,
+        )
+    stmt = stmt.values(**values).returning(sweep.c.id, sweep.c.name, sweep.c.spec)
+    with engine.begin() as conn:
+        row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return ClaimedSweep(id=row.id, name=row.name, spec=row.spec)
+
+
+def _held_sweep(session: Session, sweep_id: int, worker_id: str) -> Sweep:
+    """The sweep row, locked, if ``worker_id`` still holds its lease; else LeaseLost."""
+    sweep = session.scalars(
+        select(Sweep).where(Sweep.id == sweep_id).with_for_update()
+    ).one_or_none()
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    if sweep.status != SweepStatus.running or sweep.claimed_by != worker_id:
+        raise LeaseLost(
+            f"worker {worker_id} no longer holds sweep {sweep_id} "
+            f"(status {SweepStatus(sweep.status).value}, claimed by {sweep.claimed_by})"
+        )
+    return sweep
+
+
+def sweep_heartbeat(session: Session, sweep_id: int, worker_id: str) -> bool:
+    """Extend the worker's lease on the sweep; returns ``cancel_requested``.
+
+    Raises LeaseLost if the sweep was requeued or claimed by someone else meanwhile.
+    """
+    stmt = (
+        update(Sweep)
+        .where(
+            Sweep.id == sweep_id,
+            Sweep.claimed_by == worker_id,
+            Sweep.status == SweepStatus.running,
+        )
+        .values(heartbeat_at=utcnow())
+        .returning(Sweep.cancel_requested)
+    )
+    row = session.execute(stmt).first()
+    if row is None:
+        _held_sweep(session, sweep_id, worker_id)  # raises the precise error
+        raise LeaseLost(f"worker {worker_id} no longer holds sweep {sweep_id}")
+    return bool(row[0])
+
+
+def requeue_stalled(session: Session, lease_timeout_s: float) -> list[int]:
+    """Sweeps running with a heartbeat older than the lease go back to queued.
+
+    Their finished trials stay finished; their running trials become pending again.
+    A stalled sweep whose cancel was requested ends cancelled instead.
+    """
+    cutoff = utcnow() - timedelta(seconds=lease_timeout_s)
+    stalled = (Sweep.status == SweepStatus.running) & (Sweep.heartbeat_at < cutoff)
+    cancelled = session.execute(
+        update(Sweep)
+        .where(stalled, Sweep.cancel_requested.is_(True))
+        .values(status=SweepStatus.cancelled, claimed_by=None, finished_at=utcnow())
+        .returning(Sweep.id)
+    ).scalars()
+    for sweep_id in list(cancelled):
+        cancel_unfinished_trials(session, sweep_id)
+    ids = list(
+        session.execute(
+            update(Sweep)
+            .where(stalled)
+            .values(status=SweepStatus.queued, claimed_by=None, heartbeat_at=None)
+            .returning(Sweep.id)
+        ).scalars()
+    )
+    if ids:
+        session.execute(
+            update(Trial)
+            .where(Trial.sweep_id.in_(ids), Trial.status == TrialStatus.running)
+            .values(status=TrialStatus.pending)
+        )
+    return sorted(ids)
+
+
+def unfinished_trials(session: Session, sweep_id: int) -> list[TrialTodo]:
+    """The sweep's pending or running trials, oldest first; finished ones never appear."""
+    rows = session.execute(
+        select(Trial.id, Trial.config, Trial.attempts)
+        .where(Trial.sweep_id == sweep_id, Trial.status.not_in(list(TRIAL_FINAL)))
+        .order_by(Trial.id)
+    )
+    return [
+        TrialTodo(id=r.id, config=TrialConfig.from_dict(r.config), attempts=r.attempts)
+        for r in rows
+    ]
+
+
+def mark_trials_running(
+    session: Session, trial_ids: Iterable[int], node_ip: str | None = None
+) -> int:
+    """Pending/running trials become running with ``attempts + 1``; returns how many.
+
+    Finished trials among ``trial_ids`` are left alone (a late duplicate never reopens
+    them).
+    """
+    ids = list(trial_ids)
+    if not ids:
+        return 0
+    result = session.execute(
+        update(Trial)
+        .where(Trial.id.in_(ids), Trial.status.not_in(list(TRIAL_FINAL)))
+        .values(
+            status=TrialStatus.running,
+            attempts=Trial.attempts + 1,
+            started_at=utcnow(),
+            node_ip=node_ip,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _epoch_dict(trial_id: int, record: EpochRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {"trial_id": trial_id, "epoch": int(record.epoch)}
+    for column in EPOCH_COLUMNS:
+        row[column] = getattr(record, column, None)
+    return row
+
+
+def append_epochs(session: Session, trial_id: int, records: Sequence[EpochRecord]) -> int:
+    """Insert a batch of epoch rows in one statement; replayed epochs are skipped.
+
+    Returns the number of rows actually inserted. ``INSERT … ON CONFLICT (trial_id,
+    epoch) DO NOTHING`` on both backends, so a retried batch can never duplicate rows.
+    """
+    if not records:
+        return 0
+    insert_fn = sqlite_insert if is_sqlite(session) else pg_insert
+    table: Table = EpochMetric.__table__  # type: ignore[assignment]
+    inserted = 0
+    for i in range(0, len(records), EPOCH_ROWS_PER_STATEMENT):
+        rows = [_epoch_dict(trial_id, r) for r in records[i : i + EPOCH_ROWS_PER_STATEMENT]]
+        stmt = (
+            insert_fn(table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["trial_id", "epoch"])
+        )
+        inserted += max(int(session.execute(stmt).rowcount), 0)  # type: ignore[attr-defined]
+    return inserted
+
+
+def finish_trial(
+    session: Session,
+    trial_id: int,
+    status: TrialStatus,
+    result: TrialResult | None,
+    error: str | None,
+    records: Sequence[EpochRecord] = (),
+) -> None:
+    """Write the trial's last epoch rows and its final state in the caller's transaction.
+
+    ``status`` must be final; a trial that is already final raises InvalidTransition.
+    """
+    status = TrialStatus(status)
+    if status not in TRIAL_FINAL:
+        raise InvalidTransition(f"finish_trial needs a final status, got {status.value}")
+    current = session.scalars(
+        select(Trial.status).where(Trial.id == trial_id).with_for_update()
+    ).one_or_none()
+    if current is None:
+        raise NotFound(f"trial {trial_id} not found")
+    check_transition(TrialStatus(current), status)
+    append_epochs(session, trial_id, records)
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+    if result is not None:
+        values.update(
+            idempotent_error=result.idempotent_error,
+            train_idempotent_error=result.train_idempotent_error,
+            loss=result.loss,
+            norm=result.norm,
+            trace=result.trace,
+            update_norm=result.update_norm,
+            image_dim=result.image_dim,
+            epochs_to_threshold=result.epochs_to_threshold,
+            epochs_run=result.epochs_run,
+            wall_seconds=result.wall_seconds,
+            result=result.to_dict(),
+        )
+    allowed_from = [s for s, targets in TRIAL_ALLOWED.items() if status in targets]
+    session.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.status.in_(allowed_from))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_sweep(session: Session, sweep_id: int, worker_id: str) -> SweepStatus:
+    """End the worker's sweep: cancelled if cancel was requested, else succeeded.
+
+    On cancel the unfinished trials end cancelled. Without a cancel, trials that are
+    still unfinished mean the sweep failed (its error says how many).
+    """
+    sweep = _held_sweep(session, sweep_id, worker_id)
+    if sweep.cancel_requested:
+        cancel_unfinished_trials(session, sweep_id)
+        new = SweepStatus.cancelled
+    else:
+        left = len(unfinished_trials(session, sweep_id))
+        new = SweepStatus.succeeded
+        if left:
+            new = SweepStatus.failed
+            sweep.error = f"{left} trials did not finish"
+            _end_unfinished(session, sweep_id, TrialStatus.failed, sweep.error)
+    check_transition(SweepStatus(sweep.status), new)
+    sweep.status = new
+    sweep.finished_at = utcnow()
+    session.flush()
+    return new
+
+
+def _end_unfinished(session: Session, sweep_id: int, status: TrialStatus, error: str) -> None:
+    session.execute(
+        update(Trial)
+        .where(Trial.sweep_id == sweep_id, Trial.status.not_in(list(TRIAL_FINAL)))
+        .values(status=status, finished_at=utcnow(), error=error)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def fail_sweep(session: Session, sweep_id: int, error: str) -> None:
+    """Mark a sweep failed with ``error``; its unfinished trials end failed too."""
+    sweep = session.scalars(
+        select(Sweep).where(Sweep.id == sweep_id).with_for_update()
+    ).one_or_none()
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    check_transition(SweepStatus(sweep.status), SweepStatus.failed)
+    sweep.status = SweepStatus.failed
+    sweep.error = error
+    sweep.finished_at = utcnow()
+    _end_unfinished(session, sweep_id, TrialStatus.failed, f"sweep failed: {error}")
+    session.flush()
+
+
+def release_sweep(session: Session, sweep_id: int, worker_id: str) -> None:
+    """Give the sweep back to the queue (graceful shutdown); running trials → pending."""
+    sweep = _held_sweep(session, sweep_id, worker_id)
+    sweep.status = SweepStatus.queued
+    sweep.claimed_by = None
+    sweep.heartbeat_at = None
+    session.execute(
+        update(Trial)
+        .where(and_(Trial.sweep_id == sweep_id, Trial.status == TrialStatus.running))
+        .values(status=TrialStatus.pending)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+
+
+def set_ray_info(
+    session: Session, sweep_id: int, experiment: str, dashboard_url: str | None
+) -> None:
+    """Record the Ray Tune experiment name and dashboard URL of a running sweep."""
+    result = session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id)
+        .values(ray_experiment=experiment, ray_dashboard_url=dashboard_url)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise NotFound(f"sweep {sweep_id} not found")

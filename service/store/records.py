@@ -1,0 +1,159 @@
+"""Frozen dataclasses the store returns: never ORM objects (they outlive the session)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from idemcore.config import TrialConfig
+from service.store.status import SweepStatus, TrialStatus
+
+
+@dataclass(frozen=True)
+class SweepCreated:
+    """What ``create_sweep`` made: the new sweep's id and how many trials were reused."""
+
+    id: int
+    status: SweepStatus
+    trial_count: int
+    reused_trials: int
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep with its trial counts; ``progress`` is the finished fraction (0..1)."""
+
+    id: int
+    name: str
+    status: SweepStatus
+    priority: int
+    spec: dict[str, Any]
+    spec_hash: str
+    trial_count: int
+    trials_by_status: dict[str, int]
+    progress: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    claimed_by: str | None
+    heartbeat_at: datetime | None
+    cancel_requested: bool
+    error: str | None
+    ray_experiment: str | None
+    ray_dashboard_url: str | None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial: its config columns, status and final metrics."""
+
+    id: int
+    sweep_id: int
+    status: TrialStatus
+    architecture: str
+    algorithm: str
+    learning_rate: float
+    samples: int
+    batch_size: int
+    seed: int
+    data: str
+    init: str
+    config: dict[str, Any]
+    config_hash: str
+    attempts: int
+    idempotent_error: float | None
+    train_idempotent_error: float | None
+    loss: float | None
+    norm: float | None
+    trace: float | None
+    update_norm: float | None
+    image_dim: float | None
+    epochs_to_threshold: int | None
+    epochs_run: int | None
+    wall_seconds: float | None
+    result: dict[str, Any] | None
+    error: str | None
+    reused_from: int | None
+    node_ip: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One stored epoch of a trial."""
+
+    epoch: int
+    idempotent_error: float | None
+    train_idempotent_error: float | None
+    loss: float | None
+    norm: float | None
+    trace: float | None
+    update_norm: float | None
+    image_dim: float | None
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class ClaimedSweep:
+    """A sweep a worker has just claimed."""
+
+    id: int
+    name: str
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialTodo:
+    """An unfinished trial a worker must (re)run."""
+
+    id: int
+    config: TrialConfig
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """Statistics of one metric over the succeeded trials of one group.
+
+    ``n`` counts succeeded trials with a value; ``std`` is the sample standard deviation
+    (None when n < 2); ``diverged`` counts diverged trials of the group; ``never`` counts
+    succeeded or diverged trials that never reached the threshold.
+    """
+
+    group: dict[str, Any]
+    n: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    median: float | None
+    max: float | None
+    diverged: int
+    never: int
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """Two trials that agree on every config field but the algorithm (a paired sample)."""
+
+    group: dict[str, Any]
+    seed: int
+    init: str
+    a_trial_id: int
+    b_trial_id: int
+    a_status: TrialStatus
+    b_status: TrialStatus
+    a_value: float | None
+    b_value: float | None
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """Mean and sample std of a metric over a group's trials at one epoch."""
+
+    group: dict[str, Any]
+    epoch: int
+    n: int
+    mean: float | None
+    std: float | None
