@@ -1,0 +1,282 @@
+"""The API's command-line client (httpx): submit, status, summary, compare, cancel, sweeps.
+
+`IDEM_URL` (default http://127.0.0.1:8000) chooses the server and `IDEM_TOKEN` the bearer
+token. Every failure (a malformed spec file, an unreachable server, a 4xx answer) is one
+line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from idemsweep.errors import CliError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+FINAL = {"succeeded", "failed", "cancelled"}
+SUMMARY_BY = "architecture,algorithm,learning_rate,batch_size"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("submit", help="submit a sweep spec (JSON or YAML) to the API")
+    p.add_argument("spec", help="SPEC.json or SPEC.yaml")
+    p.add_argument("--wait", action="store_true", help="show progress until it ends")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    p.set_defaults(handler=submit)
+
+    p = sub.add_parser("status", help="a sweep's status and progress")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(handler=status)
+
+    p = sub.add_parser("summary", help="per-group statistics of a metric")
+    p.add_argument("id", type=int)
+    p.add_argument("--by", default=SUMMARY_BY, help=f"group fields (default {SUMMARY_BY})")
+    p.add_argument("--metric", default="idempotent_error")
+    p.add_argument("--epoch", type=int, default=None, help="the metric at this epoch")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(handler=summary)
+
+    p = sub.add_parser("compare", help="paired comparison of two algorithms")
+    p.add_argument("id", type=int)
+    p.add_argument("--a", default="modified")
+    p.add_argument("--b", default="ordinary")
+    p.add_argument("--metric", default="idempotent_error")
+    p.add_argument("--epoch", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(handler=compare)
+
+    p = sub.add_parser("cancel", help="cancel a sweep")
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=cancel)
+
+    p = sub.add_parser("sweeps", help="list sweeps")
+    p.add_argument("--status", default=None)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(handler=sweeps)
+
+
+# --- talking to the server ---------------------------------------------------------
+
+
+def base_url() -> str:
+    return os.environ.get("IDEM_URL", DEFAULT_URL).rstrip("/")
+
+
+def _error_text(response: Any) -> str:
+    """One line from an error body: the message, or each field path with its problem."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+            text = f"{loc}: {item.get('msg')}" if loc else str(item.get("msg"))
+            parts.append(text)
+        return "; ".join(parts)
+    if detail:
+        return str(detail)
+    return response.reason_phrase or "error"
+
+
+def call(method: str, path: str, **kwargs: Any) -> Any:
+    """One request; returns the decoded JSON. Network failures and 4xx/5xx become one
+    CliError line. A connection failure is retried once (submits carry an
+    Idempotency-Key, so a retry never creates a second sweep)."""
+    import httpx
+
+    headers = dict(kwargs.pop("headers", {}))
+    token = os.environ.get("IDEM_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    url = base_url()
+    transport = httpx.HTTPTransport(retries=1)
+    try:
+        with httpx.Client(base_url=url, timeout=60.0, transport=transport) as client:
+            response = client.request(method, path, headers=headers, **kwargs)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+    if response.status_code >= 400:
+        raise CliError(f"{response.status_code}: {_error_text(response)}")
+    return response.json()
+
+
+# --- reading a spec ----------------------------------------------------------------
+
+
+def read_spec(path: str) -> dict[str, Any]:
+    """The spec file as a dict (``.json``, or ``.yaml``/``.yml``); one-line errors."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    if p.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{path}: invalid JSON: {exc}") from None
+    elif p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "cannot parse"
+            raise CliError(f"{path}: invalid YAML{where}: {problem}") from None
+    else:
+        raise CliError(f"{path}: the spec must be a .json, .yaml or .yml file")
+    if not isinstance(data, dict):
+        raise CliError(f"{path}: the spec must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+# --- output ------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows as an aligned text table with a header line."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+# --- commands ----------------------------------------------------------------------
+
+
+def submit(args: argparse.Namespace) -> int:
+    spec = read_spec(args.spec)
+    created = call("POST", "/sweeps", json=spec, headers={"Idempotency-Key": str(uuid.uuid4())})
+    line = (
+        f"sweep {created['id']} {created['status']}: {created['trial_count']} trials "
+        f"({created['reused_trials']} reused)"
+    )
+    print(line)
+    for s in created.get("skipped", []):
+        print(f"  skipped ({s['architecture']}, {s['algorithm']}): {s['reason']}")
+    if not args.wait:
+        return 0
+    sweep = wait_for(created["id"], args.interval)
+    print(f"sweep {sweep['id']} {sweep['status']}")
+    _print_summary(sweep["id"], SUMMARY_BY, "idempotent_error", None)
+    return 0 if sweep["status"] == "succeeded" else 1
+
+
+def _finished(sweep: dict[str, Any]) -> int:
+    counts = sweep.get("trials_by_status", {})
+    return sum(n for s, n in counts.items() if s not in ("pending", "running"))
+
+
+def wait_for(sweep_id: int, interval: float) -> dict[str, Any]:
+    """Poll the sweep until it ends, with a progress bar on stderr."""
+    from tqdm import tqdm
+
+    sweep = call("GET", f"/sweeps/{sweep_id}")
+    with tqdm(total=sweep["trial_count"], unit="trial", file=sys.stderr) as bar:
+        while True:
+            bar.n = _finished(sweep)
+            bar.set_postfix_str(sweep["status"])
+            bar.refresh()
+            if sweep["status"] in FINAL:
+                return dict(sweep)
+            time.sleep(interval)
+            sweep = call("GET", f"/sweeps/{sweep_id}")
+
+
+def status(args: argparse.Namespace) -> int:
+    sweep = call("GET", f"/sweeps/{args.id}")
+    if args.json:
+        _print_json(sweep)
+        return 0
+    print(f"sweep {sweep['id']} ({sweep['name']}): {sweep['status']}")
+    print(f"  trials    {sweep['trial_count']}  progress {sweep['progress']:.0%}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(sweep["trials_by_status"].items()) if v)
+    print(f"  by status {counts or '-'}")
+    for key in ("created_at", "started_at", "finished_at", "ray_dashboard_url", "error"):
+        if sweep.get(key):
+            print(f"  {key:<10}{sweep[key]}")
+    return 0
+
+
+def _print_summary(sweep_id: int, by: str, metric: str, epoch: int | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"by": by, "metric": metric}
+    if epoch is not None:
+        params["epoch"] = epoch
+    data: dict[str, Any] = call("GET", f"/sweeps/{sweep_id}/summary", params=params)
+    stats = ["n", "mean", "std", "min", "median", "max", "diverged", "never"]
+    print(f"{metric}" + (f" at epoch {epoch}" if epoch else ""))
+    print(format_table(data["data"], data["by"] + stats))
+    return data
+
+
+def summary(args: argparse.Namespace) -> int:
+    if args.json:
+        params: dict[str, Any] = {"by": args.by, "metric": args.metric}
+        if args.epoch is not None:
+            params["epoch"] = args.epoch
+        _print_json(call("GET", f"/sweeps/{args.id}/summary", params=params))
+        return 0
+    _print_summary(args.id, args.by, args.metric, args.epoch)
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"a": args.a, "b": args.b, "metric": args.metric}
+    if args.epoch is not None:
+        params["epoch"] = args.epoch
+    data = call("GET", f"/sweeps/{args.id}/compare", params=params)
+    if args.json:
+        _print_json(data)
+        return 0
+    direction = f"{data['better']} is better" if data["better"] else "no win direction"
+    print(f"{data['a']} vs {data['b']} on {data['metric']} ({direction}; difference = a − b)")
+    stats = ["pairs", "a_wins", "b_wins", "ties", "median_difference", "p_value"]
+    rows = [*data["data"], {**data["overall"], data["by"][0]: "all"} if data["by"] else {}]
+    print(format_table(rows, data["by"] + stats))
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    data = call("POST", f"/sweeps/{args.id}/cancel")
+    print(f"sweep {data['id']}: cancel requested ({data['status']})")
+    return 0
+
+
+def sweeps(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.status:
+        params["status"] = args.status
+    data = call("GET", "/sweeps", params=params)
+    if args.json:
+        _print_json(data)
+        return 0
+    rows = [{**s, "progress": f"{s['progress']:.0%}"} for s in data["data"]]
+    print(format_table(rows, ["id", "name", "status", "trial_count", "progress", "created_at"]))
+    print(f"{data['count']} sweeps")
+    return 0

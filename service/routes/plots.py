@@ -1,0 +1,76 @@
+"""Plots of a sweep: curves (mean ± std bands per group) and per-run distributions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from service.deps import ReadSessionDep
+from service.plots import MEDIA_TYPES, Curve, curves_figure, distribution_figure, label_for
+from service.routes.results import check_metric, parse_by
+from service.schemas import ErrorPublic
+from service.store import queries
+
+router = APIRouter(prefix="/sweeps", tags=["plots"])
+
+IMAGE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "the figure"},
+    404: {"model": ErrorPublic, "description": "no such sweep"},
+    422: {"model": ErrorPublic, "description": "unknown field or metric"},
+}
+By = Annotated[str, Query(description="comma-separated config fields forming a group")]
+Format = Annotated[Literal["png", "svg"], Query(description="png or svg")]
+MAX_RUNS = 100_000
+
+
+@router.get("/{sweep_id}/plots/curves.png", response_class=Response, responses=IMAGE)
+def curves(
+    sweep_id: int,
+    session: ReadSessionDep,
+    metric: str = "idempotent_error",
+    by: By = "architecture,algorithm",
+    stride: Annotated[int, Query(ge=1, le=100000)] = 1,
+    format: Format = "png",
+) -> Response:
+    """Mean ± std of ``metric`` against epoch for each group (aggregated in SQL)."""
+    fields = parse_by(by)
+    check_metric(metric, per_epoch=True)
+    sweep = queries.get_sweep(session, sweep_id)
+    points = queries.epoch_curves(session, sweep_id, by=fields, metric=metric, stride=stride)
+    curves_by: dict[str, Curve] = {}
+    for p in points:
+        label = label_for(p.group)
+        curve = curves_by.setdefault(label, Curve(label, [], [], []))
+        curve.epochs.append(p.epoch)
+        curve.mean.append(p.mean)
+        curve.std.append(p.std)
+    body = curves_figure(
+        list(curves_by.values()), metric, f"sweep {sweep_id}: {sweep.name}", format
+    )
+    return Response(body, media_type=MEDIA_TYPES[format])
+
+
+@router.get("/{sweep_id}/plots/distribution.png", response_class=Response, responses=IMAGE)
+def distribution(
+    sweep_id: int,
+    session: ReadSessionDep,
+    metric: str = "idempotent_error",
+    by: By = "architecture,algorithm",
+    format: Format = "png",
+) -> Response:
+    """Each run's final ``metric`` as a point per group, with a box per group."""
+    fields = parse_by(by)
+    check_metric(metric)
+    sweep = queries.get_sweep(session, sweep_id)
+    trials, _ = queries.list_trials(session, sweep_id, offset=0, limit=MAX_RUNS)
+    groups: dict[str, list[float | None]] = {}
+    for t in trials:
+        if str(t.status) not in ("succeeded", "diverged"):
+            continue  # unfinished, failed or cancelled runs have no final value
+        label = label_for({f: getattr(t, f) for f in fields})
+        groups.setdefault(label, []).append(getattr(t, metric))
+    body = distribution_figure(
+        list(groups.items()), metric, f"sweep {sweep_id}: {sweep.name}", format
+    )
+    return Response(body, media_type=MEDIA_TYPES[format])

@@ -1,0 +1,165 @@
+"""Results: grouped summaries and paired comparisons, aggregated in SQL by the store.
+
+``by`` and ``metric`` are checked against the store's whitelists here, so an unknown
+name is a 422 naming the query parameter and never reaches SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from service.deps import ReadSessionDep
+from service.exceptions import QueryFieldError
+from service.schemas import (
+    ComparePublic,
+    CompareRowPublic,
+    ErrorPublic,
+    SummaryPublic,
+    SummaryRowPublic,
+)
+from service.spec import ALGORITHM_NAMES
+from service.stats import BETTER, PairedStats, paired_stats
+from service.store import queries
+from service.store.records import CompareRow
+from service.store.status import TrialStatus
+
+router = APIRouter(prefix="/sweeps", tags=["results"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorPublic, "description": "no such sweep"},
+    422: {"model": ErrorPublic, "description": "unknown field or metric (loc names it)"},
+}
+DEFAULT_BY = "architecture,algorithm,learning_rate,batch_size"
+# Runs that ended with a result; a pair with a pending, failed or cancelled run is left out.
+RESULT_STATUSES = frozenset({TrialStatus.succeeded, TrialStatus.diverged})
+
+
+def parse_by(by: str) -> list[str]:
+    """The comma-separated group fields, each checked against the store's whitelist."""
+    fields = [f.strip() for f in by.split(",") if f.strip()]
+    if not fields:
+        raise QueryFieldError(["query", "by"], "name at least one field")
+    for field in fields:
+        if field not in queries.TRIAL_FIELDS:
+            raise QueryFieldError(
+                ["query", "by"],
+                f"unknown field {field!r}; expected any of {sorted(queries.TRIAL_FIELDS)}",
+            )
+    if len(set(fields)) != len(fields):
+        raise QueryFieldError(["query", "by"], "a field is named twice")
+    return fields
+
+
+def check_metric(metric: str, per_epoch: bool = False) -> str:
+    """``metric`` if the store knows it (a per-epoch metric when ``per_epoch``); otherwise
+    a 422 naming the parameter."""
+    allowed = queries.EPOCH_METRICS if per_epoch else queries.METRICS
+    if metric not in allowed:
+        kind = "per-epoch metric" if per_epoch else "metric"
+        raise QueryFieldError(
+            ["query", "metric"], f"unknown {kind} {metric!r}; expected one of {list(allowed)}"
+        )
+    return metric
+
+
+Metric = Annotated[str, Query(description="a final metric, e.g. idempotent_error")]
+Epoch = Annotated[int | None, Query(ge=1, description="the metric at this epoch")]
+
+
+@router.get("/{sweep_id}/summary", response_model=SummaryPublic, responses=ERRORS)
+def summary(
+    sweep_id: int,
+    session: ReadSessionDep,
+    by: Annotated[str, Query(description="comma-separated config fields")] = DEFAULT_BY,
+    metric: Metric = "idempotent_error",
+    epoch: Epoch = None,
+) -> SummaryPublic:
+    """One row per group: n, mean, sample std, min, median, max, diverged, never."""
+    fields = parse_by(by)
+    check_metric(metric, per_epoch=epoch is not None)
+    queries.get_sweep(session, sweep_id)
+    rows = queries.summary(session, sweep_id, by=fields, metric=metric, epoch=epoch)
+    data = [SummaryRowPublic.from_record(r) for r in rows]
+    return SummaryPublic(
+        sweep_id=sweep_id, by=fields, metric=metric, epoch=epoch, data=data, count=len(data)
+    )
+
+
+def _row(group: dict[str, Any], stats: PairedStats) -> CompareRowPublic:
+    return CompareRowPublic(
+        **group,
+        pairs=stats.pairs,
+        complete_pairs=stats.complete_pairs,
+        a_wins=stats.a_wins,
+        b_wins=stats.b_wins,
+        ties=stats.ties,
+        median_difference=stats.median_difference,
+        mean_difference=stats.mean_difference,
+        p_value=stats.p_value,
+    )
+
+
+def group_pairs(rows: Sequence[CompareRow]) -> list[tuple[dict[str, Any], list[CompareRow]]]:
+    """The pairs per group of the other factors (the store's group plus the init scheme:
+    runs from different inits are different conditions, not replicates), in store order."""
+    groups: dict[tuple[tuple[str, Any], ...], tuple[dict[str, Any], list[CompareRow]]] = {}
+    for row in rows:
+        group = {**row.group, "init": row.init}
+        key = tuple(sorted(group.items()))
+        groups.setdefault(key, (group, []))[1].append(row)
+    return list(groups.values())
+
+
+@router.get("/{sweep_id}/compare", response_model=ComparePublic, responses=ERRORS)
+def compare(
+    sweep_id: int,
+    session: ReadSessionDep,
+    a: Annotated[str, Query(description="algorithm a")] = "modified",
+    b: Annotated[str, Query(description="algorithm b")] = "ordinary",
+    metric: Metric = "idempotent_error",
+    epoch: Epoch = None,
+) -> ComparePublic:
+    """Runs of ``a`` and ``b`` that agree on everything but the algorithm, paired; per
+    group of the other factors: wins, ties, median paired difference a − b and the
+    Wilcoxon signed-rank p-value. ``better`` says which direction wins.
+
+    Only pairs where both runs ended with a result (succeeded or diverged) count. A run
+    without a value (diverged, or never reached the threshold) loses to any value; the
+    differences and the test use the pairs where both have a value (``complete_pairs``).
+    """
+    for name, value in (("a", a), ("b", b)):
+        if value not in ALGORITHM_NAMES:
+            raise QueryFieldError(
+                ["query", name], f"unknown algorithm {value!r}; expected one of {ALGORITHM_NAMES}"
+            )
+    if a == b:
+        raise QueryFieldError(["query", "b"], "a and b must be different algorithms")
+    check_metric(metric, per_epoch=epoch is not None)
+    queries.get_sweep(session, sweep_id)
+    rows = [
+        r
+        for r in queries.compare_rows(session, sweep_id, a=a, b=b, metric=metric, epoch=epoch)
+        if r.a_status in RESULT_STATUSES and r.b_status in RESULT_STATUSES
+    ]
+    better = BETTER.get(metric)
+    data = [
+        _row(group, paired_stats([p.a_value for p in pairs], [p.b_value for p in pairs], better))
+        for group, pairs in group_pairs(rows)
+    ]
+    overall = paired_stats([p.a_value for p in rows], [p.b_value for p in rows], better)
+    by = [*queries.COMPARE_GROUP, "init"]
+    return ComparePublic(
+        sweep_id=sweep_id,
+        a=a,
+        b=b,
+        metric=metric,
+        epoch=epoch,
+        better=better,
+        by=by,
+        data=data,
+        count=len(data),
+        overall=_row({}, overall),
+    )

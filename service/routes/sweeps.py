@@ -1,0 +1,170 @@
+"""Sweeps: submit a spec, list and read sweeps, cancel, list a sweep's trials."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+
+from service.deps import ReadSessionDep, SessionDep, SettingsDep, WriteAccess
+from service.exceptions import DuplicateIdempotencyKey
+from service.schemas import (
+    CancelAccepted,
+    ErrorPublic,
+    SkippedPair,
+    SweepCreated,
+    SweepPublic,
+    SweepsPublic,
+    TrialPublic,
+    TrialsPublic,
+)
+from service.spec import SweepSpec, expand_grid
+from service.store import queries
+from service.store import sweeps as store_sweeps
+from service.store.status import SweepStatus, TrialStatus
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "missing or wrong bearer token"},
+    404: {"model": ErrorPublic, "description": "no such sweep"},
+    409: {"model": ErrorPublic, "description": "the sweep has finished"},
+    413: {"model": ErrorPublic, "description": "body over IDEM_MAX_BODY_BYTES"},
+    422: {"model": ErrorPublic, "description": "invalid field (loc names it) or limit"},
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SweepCreated,
+    dependencies=[WriteAccess],
+    responses={k: ERRORS[k] for k in (401, 413, 422)},
+)
+def submit_sweep(
+    spec: SweepSpec,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=200,
+            description="a retried POST with the same key returns the first response",
+        ),
+    ] = None,
+) -> Any:
+    """Validate the spec, expand its grid and store the sweep with its trials (queued).
+
+    Everything is checked before anything is stored. With an ``Idempotency-Key``, the
+    response is stored under the key in the same transaction as the sweep, and a retry
+    gets that first response back instead of a second sweep.
+    """
+    if idempotency_key is not None:
+        first = store_sweeps.lookup_idempotency_key(session, idempotency_key)
+        if first is not None:
+            return JSONResponse(first, status_code=201, headers={"Idempotent-Replayed": "true"})
+    configs, skipped = expand_grid(spec, settings)
+    skipped_pairs = [SkippedPair(**s) for s in skipped]
+
+    def response_for(created: Any) -> dict[str, Any]:
+        return _created(created, skipped_pairs).model_dump(mode="json")
+
+    try:
+        created = store_sweeps.create_sweep(
+            session,
+            name=spec.name,
+            spec=spec.model_dump(mode="json"),
+            priority=spec.priority,
+            trials=configs,
+            idempotency_key=idempotency_key,
+            response_for_key=response_for,
+        )
+    except DuplicateIdempotencyKey:
+        # A concurrent request with the same key committed first: answer with its response.
+        assert idempotency_key is not None
+        first = store_sweeps.lookup_idempotency_key(session, idempotency_key)
+        if first is None:
+            raise
+        return JSONResponse(first, status_code=201, headers={"Idempotent-Replayed": "true"})
+    return _created(created, skipped_pairs)
+
+
+def _created(created: Any, skipped: list[SkippedPair]) -> SweepCreated:
+    return SweepCreated(
+        id=created.id,
+        status=str(created.status),
+        trial_count=created.trial_count,
+        reused_trials=created.reused_trials,
+        skipped=skipped,
+    )
+
+
+@router.get("", response_model=SweepsPublic)
+def list_sweeps(
+    session: ReadSessionDep,
+    status: SweepStatus | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> SweepsPublic:
+    """Sweeps, newest first, optionally only those with ``status``."""
+    records, count = queries.list_sweeps(session, status=status, offset=offset, limit=limit)
+    return SweepsPublic(data=[SweepPublic.from_record(r) for r in records], count=count)
+
+
+@router.get("/{sweep_id}", response_model=SweepPublic, responses={404: ERRORS[404]})
+def get_sweep(sweep_id: int, session: ReadSessionDep) -> SweepPublic:
+    """One sweep: status, trial counts by status, progress (0–1), times, Ray dashboard."""
+    return SweepPublic.from_record(queries.get_sweep(session, sweep_id))
+
+
+@router.post(
+    "/{sweep_id}/cancel",
+    status_code=202,
+    response_model=CancelAccepted,
+    dependencies=[WriteAccess],
+    responses={k: ERRORS[k] for k in (401, 404, 409)},
+)
+def cancel_sweep(sweep_id: int, session: SessionDep) -> CancelAccepted:
+    """Ask for the sweep to stop: a queued sweep is cancelled at once, a running one by
+    its worker within a heartbeat. 409 when it has already finished."""
+    status = store_sweeps.request_cancel(session, sweep_id)
+    return CancelAccepted(id=sweep_id, status=str(status))
+
+
+@router.get("/{sweep_id}/trials", response_model=TrialsPublic, responses={404: ERRORS[404]})
+def list_trials(
+    sweep_id: int,
+    session: ReadSessionDep,
+    status: TrialStatus | None = None,
+    architecture: str | None = None,
+    algorithm: str | None = None,
+    learning_rate: float | None = None,
+    samples: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    init: str | None = None,
+    data: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+) -> TrialsPublic:
+    """The sweep's runs with their final metrics (the per-run distribution), filtered by
+    any config field, in id order."""
+    queries.get_sweep(session, sweep_id)  # 404 for an unknown sweep, not an empty page
+    given = {
+        "status": status,
+        "architecture": architecture,
+        "algorithm": algorithm,
+        "learning_rate": learning_rate,
+        "samples": samples,
+        "batch_size": batch_size,
+        "seed": seed,
+        "init": init,
+        "data": data,
+    }
+    filters = {k: v for k, v in given.items() if v is not None}
+    records, count = queries.list_trials(
+        session, sweep_id, filters=filters, offset=offset, limit=limit
+    )
+    return TrialsPublic(data=[TrialPublic.from_record(r) for r in records], count=count)

@@ -1,0 +1,40 @@
+"""Trials: one run with its final analysis, and its per-epoch curve."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from service.deps import ReadSessionDep
+from service.schemas import EpochPublic, EpochsPublic, ErrorPublic, TrialDetail
+from service.store import queries
+
+router = APIRouter(prefix="/trials", tags=["trials"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorPublic, "description": "no such trial"}
+}
+
+
+@router.get("/{trial_id}", response_model=TrialDetail, responses=NOT_FOUND)
+def get_trial(trial_id: int, session: ReadSessionDep) -> TrialDetail:
+    """One run: config, status, final metrics and the full result (eigenvalues, ...)."""
+    return TrialDetail.from_record(queries.get_trial(session, trial_id))
+
+
+@router.get("/{trial_id}/epochs", response_model=EpochsPublic, responses=NOT_FOUND)
+def get_epochs(
+    trial_id: int,
+    session: ReadSessionDep,
+    stride: Annotated[int, Query(ge=1, le=100000, description="every k-th epoch")] = 1,
+) -> EpochsPublic:
+    """The run's curve (a reused trial shows the curve of the run it took over)."""
+    queries.get_trial(session, trial_id)  # 404 for an unknown trial
+    rows = queries.trial_epochs(session, trial_id, stride=stride)
+    return EpochsPublic(
+        trial_id=trial_id,
+        stride=stride,
+        data=[EpochPublic.from_record(r) for r in rows],
+        count=len(rows),
+    )

@@ -1,0 +1,324 @@
+"""The API's pydantic contract: what each route returns.
+
+The store hands back frozen dataclasses (``service.store.records``); each ``*Public`` model
+here is built from one explicitly (``from_record``), so a storage column never leaks into
+the API by accident and a renamed column fails loudly here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from service.store.records import EpochRow, SummaryRow, SweepRecord, TrialRecord
+
+Better = Literal["lower", "higher"] | None
+
+
+class ErrorDetail(BaseModel):
+    """One problem with a request: where (``loc``), what (``msg``) and, for limits, the limit."""
+
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int] = Field(default_factory=list, description="field path, e.g. body.epochs")
+    msg: str = Field(description="what is wrong")
+    type: str = Field(description="error kind")
+
+
+class ErrorPublic(BaseModel):
+    """Every error body: a message, or a list of field problems (422)."""
+
+    detail: str | list[ErrorDetail]
+
+
+class SkippedPair(BaseModel):
+    """An (architecture, algorithm) pair left out of the grid because it cannot train."""
+
+    architecture: str
+    algorithm: str
+    reason: str
+
+
+class SweepCreated(BaseModel):
+    """The answer to ``POST /sweeps`` (also replayed for a retried Idempotency-Key)."""
+
+    id: int
+    status: str
+    trial_count: int = Field(description="trials in the sweep")
+    reused_trials: int = Field(description="trials whose result was taken over from the store")
+    skipped: list[SkippedPair] = Field(description="pairs left out (with skip_invalid)")
+
+
+class SweepPublic(BaseModel):
+    """A sweep with its progress (``GET /sweeps/{id}``)."""
+
+    id: int
+    name: str
+    status: str
+    priority: int
+    trial_count: int
+    trials_by_status: dict[str, int] = Field(description="trial count per trial status")
+    progress: float = Field(ge=0, le=1, description="fraction of trials in a final state")
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    error: str | None
+    ray_experiment: str | None
+    ray_dashboard_url: str | None
+    spec: dict[str, Any] = Field(description="the submitted spec")
+
+    @classmethod
+    def from_record(cls, r: SweepRecord) -> SweepPublic:
+        """Convert the store's frozen record."""
+        return cls(
+            id=r.id,
+            name=r.name,
+            status=str(r.status),
+            priority=r.priority,
+            trial_count=r.trial_count,
+            trials_by_status={str(k): int(v) for k, v in r.trials_by_status.items()},
+            progress=float(r.progress),
+            created_at=r.created_at,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            cancel_requested=bool(r.cancel_requested),
+            error=r.error,
+            ray_experiment=r.ray_experiment,
+            ray_dashboard_url=r.ray_dashboard_url,
+            spec=dict(r.spec),
+        )
+
+
+class SweepsPublic(BaseModel):
+    """One page of sweeps and the total count matching the filter."""
+
+    data: list[SweepPublic]
+    count: int
+
+
+class CancelAccepted(BaseModel):
+    """The answer to ``POST /sweeps/{id}/cancel`` (202)."""
+
+    id: int
+    status: str = Field(description="the sweep status right after the request")
+    cancel_requested: bool = True
+
+
+class TrialPublic(BaseModel):
+    """One run: its config columns, status and final metrics (the per-run distribution)."""
+
+    id: int
+    sweep_id: int
+    status: str
+    architecture: str
+    algorithm: str
+    learning_rate: float
+    samples: int
+    batch_size: int
+    seed: int
+    init: str
+    data: str
+    config: dict[str, Any] = Field(description="the full resolved TrialConfig")
+    attempts: int
+    idempotent_error: float | None
+    train_idempotent_error: float | None
+    loss: float | None
+    norm: float | None
+    trace: float | None
+    update_norm: float | None
+    image_dim: float | None
+    epochs_to_threshold: int | None = Field(description="null when never reached")
+    epochs_run: int | None
+    wall_seconds: float | None
+    error: str | None
+    reused_from: int | None = Field(description="the trial whose result this one took over")
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def _fields(cls, r: TrialRecord) -> dict[str, Any]:
+        return {
+            "id": r.id,
+            "sweep_id": r.sweep_id,
+            "status": str(r.status),
+            "architecture": r.architecture,
+            "algorithm": r.algorithm,
+            "learning_rate": r.learning_rate,
+            "samples": r.samples,
+            "batch_size": r.batch_size,
+            "seed": r.seed,
+            "init": r.init,
+            "data": r.data,
+            "config": dict(r.config),
+            "attempts": r.attempts,
+            "idempotent_error": r.idempotent_error,
+            "train_idempotent_error": r.train_idempotent_error,
+            "loss": r.loss,
+            "norm": r.norm,
+            "trace": r.trace,
+            "update_norm": r.update_norm,
+            "image_dim": r.image_dim,
+            "epochs_to_threshold": r.epochs_to_threshold,
+            "epochs_run": r.epochs_run,
+            "wall_seconds": r.wall_seconds,
+            "error": r.error,
+            "reused_from": r.reused_from,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+        }
+
+    @classmethod
+    def from_record(cls, r: TrialRecord) -> TrialPublic:
+        """Convert the store's frozen record."""
+        return cls(**cls._fields(r))
+
+
+class TrialDetail(TrialPublic):
+    """One run with its final analysis (eigenvalues etc.) and where it ran."""
+
+    result: dict[str, Any] | None = Field(description="the full TrialResult")
+    node_ip: str | None
+
+    @classmethod
+    def from_record(cls, r: TrialRecord) -> TrialDetail:
+        """Convert the store's frozen record."""
+        return cls(
+            **cls._fields(r),
+            result=dict(r.result) if r.result is not None else None,
+            node_ip=r.node_ip,
+        )
+
+
+class TrialsPublic(BaseModel):
+    """One page of a sweep's trials and the total count matching the filters."""
+
+    data: list[TrialPublic]
+    count: int
+
+
+class EpochPublic(BaseModel):
+    """The metrics after one epoch (1-based)."""
+
+    epoch: int
+    idempotent_error: float | None
+    train_idempotent_error: float | None
+    loss: float | None
+    norm: float | None
+    trace: float | None
+    update_norm: float | None
+    image_dim: float | None
+    seconds: float | None
+
+    @classmethod
+    def from_record(cls, r: EpochRow) -> EpochPublic:
+        """Convert the store's frozen record."""
+        return cls(
+            epoch=r.epoch,
+            idempotent_error=r.idempotent_error,
+            train_idempotent_error=r.train_idempotent_error,
+            loss=r.loss,
+            norm=r.norm,
+            trace=r.trace,
+            update_norm=r.update_norm,
+            image_dim=r.image_dim,
+            seconds=r.seconds,
+        )
+
+
+class EpochsPublic(BaseModel):
+    """A trial's curve, every ``stride``-th epoch."""
+
+    trial_id: int
+    stride: int
+    data: list[EpochPublic]
+    count: int
+
+
+class SummaryRowPublic(BaseModel):
+    """One group: the group's fields (e.g. ``architecture``, ``algorithm``) at the top
+    level, then the statistics of ``metric`` over the group's runs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    n: int = Field(description="runs with a value")
+    mean: float | None
+    std: float | None = Field(description="sample standard deviation (null for n < 2)")
+    min: float | None
+    median: float | None
+    max: float | None
+    diverged: int = Field(description="runs that diverged")
+    never: int = Field(description="runs with no value (never reached the threshold)")
+
+    @classmethod
+    def from_record(cls, r: SummaryRow) -> SummaryRowPublic:
+        """Convert the store's frozen record, lifting the group's fields to the top."""
+        return cls(
+            **dict(r.group),
+            n=r.n,
+            mean=r.mean,
+            std=r.std,
+            min=r.min,
+            median=r.median,
+            max=r.max,
+            diverged=r.diverged,
+            never=r.never,
+        )
+
+
+class SummaryPublic(BaseModel):
+    """``GET /sweeps/{id}/summary``: one row per group."""
+
+    sweep_id: int
+    by: list[str]
+    metric: str
+    epoch: int | None = Field(description="the metric at this epoch; null = final")
+    data: list[SummaryRowPublic]
+    count: int
+
+
+class CompareRowPublic(BaseModel):
+    """One group of the other factors: paired runs of ``a`` and ``b`` (same seed, same
+    everything but the algorithm) and their paired statistics."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pairs: int = Field(description="paired runs in the group")
+    complete_pairs: int = Field(description="pairs where both runs have a value")
+    a_wins: int | None = Field(description="pairs where a is better (null: no direction)")
+    b_wins: int | None = Field(description="pairs where b is better (null: no direction)")
+    ties: int = Field(description="pairs with equal values (both missing counts as a tie)")
+    median_difference: float | None = Field(description="median of a − b over complete pairs")
+    mean_difference: float | None = Field(description="mean of a − b over complete pairs")
+    p_value: float | None = Field(
+        description="two-sided Wilcoxon signed-rank p-value (null when undefined)"
+    )
+
+
+class ComparePublic(BaseModel):
+    """``GET /sweeps/{id}/compare``: a against b, per group and over all pairs."""
+
+    sweep_id: int
+    a: str
+    b: str
+    metric: str
+    epoch: int | None
+    better: Better = Field(
+        description="which direction wins: 'lower' (errors, epochs), or null for metrics "
+        "without one (image_dim, norm, trace: only the difference is reported)"
+    )
+    by: list[str] = Field(description="the fields that form a group")
+    data: list[CompareRowPublic]
+    count: int
+    overall: CompareRowPublic = Field(description="the same statistics over every pair")
+
+
+class HealthPublic(BaseModel):
+    """``GET /health``."""
+
+    status: Literal["ok"]
+    database: str = Field(description="the database backend (sqlite, postgresql)")
+    version: str

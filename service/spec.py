@@ -1,0 +1,443 @@
+"""The sweep spec (the body of ``POST /sweeps``) and its expansion into trial configs.
+
+``SweepSpec`` checks the shape of a spec (types, signs, finiteness, empty or duplicated
+lists) with pydantic, so those errors carry pydantic's field path. ``expand_grid`` then
+checks what needs idemcore or the settings (architecture names, M1 pairing, the data
+file, the limits) and builds the grid architecture × algorithm × learning rate × batch ×
+init × seed as ``TrialConfig`` objects. Every check runs before anything is stored; a
+failure raises :class:`SpecFieldError` (or :class:`SpecLimitError`), which the API turns
+into a 422 naming the field path (and the limit).
+
+The workers read ``resources``, ``pack`` and ``max_concurrent`` back from the stored spec
+through ``SweepSpec.model_validate``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from service.exceptions import SpecFieldError, SpecLimitError
+
+if TYPE_CHECKING:
+    from idemcore.config import TrialConfig
+    from service.settings import Settings
+
+# Postgres INTEGER bounds: seeds and priorities are stored in integer columns.
+INT32_MAX = 2**31 - 1
+
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(ge=1, le=INT32_MAX)]
+Seed = Annotated[int, Field(ge=0, le=INT32_MAX)]
+
+ALGORITHM_NAMES = ("ordinary", "modified", "m1")
+DATA_NAMES = ("gaussian-fresh", "gaussian-fixed", "digits")
+INIT_NAMES = ("default", "orthogonal", "normal")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are refused, so a typo in a spec never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Layer(_Strict):
+    """One layer of a custom architecture: ``Linear(in_features, out_features, bias)``."""
+
+    in_features: PositiveInt = Field(description="input width")
+    out_features: PositiveInt = Field(description="output width")
+    bias: Annotated[bool, Field(description="whether the layer has a bias")] = True
+    activation: Annotated[Literal["none", "tanh"], Field(description="after the layer")] = "none"
+
+
+class Batch(_Strict):
+    """One batch configuration: ``samples`` per epoch, split into batches of ``batch_size``."""
+
+    samples: PositiveInt = Field(description="training samples per epoch (m)")
+    batch_size: PositiveInt = Field(description="samples per weight update")
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> Batch:
+        if self.batch_size > self.samples:
+            raise ValueError(f"batch_size {self.batch_size} exceeds samples {self.samples}")
+        return self
+
+
+class Init(_Strict):
+    """An initialization scheme with its parameters (``std`` is used by ``normal``)."""
+
+    scheme: Literal["default", "orthogonal", "normal"] = Field(description="init scheme")
+    std: Annotated[PositiveFinite, Field(description="standard deviation for 'normal'")] = 0.1
+    gain: Annotated[PositiveFinite, Field(description="factor applied to the weights")] = 1.0
+
+
+class DataFile(_Strict):
+    """A data file (``.npz``, ``.npy`` or IDX) named relative to the data directory."""
+
+    file: str = Field(min_length=1, max_length=500, description="path under IDEM_DATA_DIR")
+
+
+class Resources(_Strict):
+    """Ray resources per trial; fractional GPUs (``0.25``) let trials share a GPU."""
+
+    cpu: Annotated[PositiveFinite, Field(description="CPUs per trial")] = 1.0
+    gpu: Annotated[
+        float,
+        Field(ge=0, allow_inf_nan=False, description="GPUs per trial (below 1: shared GPU)"),
+    ] = 0.0
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        if value > 1 and not float(value).is_integer():
+            raise ValueError("a GPU count above 1 must be a whole number (Ray's rule)")
+        return value
+
+
+def _no_duplicates(values: Sequence[Any]) -> None:
+    seen: list[Any] = []
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"duplicate entry {_short(value)} at index {i}")
+        seen.append(value)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return repr(value.model_dump())
+    if isinstance(value, list):
+        return f"<list of {len(value)}>"
+    return repr(value)
+
+
+class SweepSpec(_Strict):
+    """A grid of runs: architecture × algorithm × learning rate × batch × init × seed."""
+
+    name: str = Field(min_length=1, max_length=200, description="a label for the sweep")
+    architectures: list[str | list[Layer]] = Field(
+        min_length=1, description="named networks (N1..N4, B1..B4) or custom layer lists"
+    )
+    algorithms: list[Literal["ordinary", "modified", "m1"]] = Field(
+        min_length=1, description="training algorithms"
+    )
+    learning_rates: list[PositiveFinite] = Field(min_length=1, description="learning rates")
+    batches: list[Batch] = Field(min_length=1, description="batch configurations")
+    seeds: list[Seed] | PositiveInt = Field(
+        description="seeds, or a count n meaning seeds 0..n-1 (the seed fixes init and data)"
+    )
+    inits: Annotated[
+        list[Literal["default", "orthogonal", "normal"] | Init],
+        Field(min_length=1, description="initialization schemes (names or objects)"),
+    ] = ["default"]
+    epochs: PositiveInt = Field(description="epochs per run")
+    data: Annotated[
+        Literal["gaussian-fresh", "gaussian-fixed", "digits"] | DataFile,
+        Field(description="the training data source"),
+    ] = "gaussian-fresh"
+    dtype: Annotated[Literal["float32", "float64"], Field(description="parameter dtype")] = (
+        "float32"
+    )
+    threshold: Annotated[
+        PositiveFinite,
+        Field(description="idempotent error that counts as reached (epochs_to_threshold)"),
+    ] = 1e-3
+    eval_samples: Annotated[PositiveInt, Field(description="held-out evaluation samples")] = 1000
+    resources: Annotated[Resources, Field(description="Ray resources per trial")] = Resources()
+    pack: Annotated[
+        PositiveInt | Literal[False] | None,
+        Field(description="trials per packed group; false disables packing; unset = automatic"),
+    ] = None
+    max_concurrent: Annotated[
+        PositiveInt | None, Field(description="concurrent Ray trials (unset = the cluster's)")
+    ] = None
+    priority: Annotated[
+        int, Field(ge=-1_000_000, le=1_000_000, description="higher runs first")
+    ] = 0
+    skip_invalid: Annotated[
+        bool,
+        Field(description="leave out combinations that cannot train (m1 on N2) instead of 422"),
+    ] = False
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("name must not be blank")
+        return value
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack_true_is_ambiguous(cls, value: Any) -> Any:
+        if value is True:
+            raise ValueError("pack takes a group size or false (leave it out for automatic)")
+        return value
+
+    @field_validator("architectures", "algorithms", "learning_rates", "batches", "inits")
+    @classmethod
+    def _unique(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
+        keys = [_init_key(v) for v in values] if info.field_name == "inits" else values
+        _no_duplicates(keys)
+        return values
+
+    @field_validator("architectures")
+    @classmethod
+    def _layers_not_empty(cls, values: list[str | list[Layer]]) -> list[str | list[Layer]]:
+        for i, value in enumerate(values):
+            if isinstance(value, list) and not value:
+                raise ValueError(f"architecture {i} has no layers")
+        return values
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | int) -> list[int] | int:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("seeds must not be empty")
+            _no_duplicates(value)
+        return value
+
+    def seed_list(self) -> list[int]:
+        """The seeds, with a count ``n`` meaning ``0..n-1``."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def init_list(self) -> list[Init]:
+        """The inits as :class:`Init` objects (a bare name takes the default std and gain)."""
+        return [v if isinstance(v, Init) else Init(scheme=v) for v in self.inits]
+
+    def grid_size(self) -> int:
+        """How many trials the full grid has (before any invalid pair is skipped)."""
+        return math.prod(
+            (
+                len(self.architectures),
+                len(self.algorithms),
+                len(self.learning_rates),
+                len(self.batches),
+                len(self.inits),
+                self.seeds if isinstance(self.seeds, int) else len(self.seeds),
+            )
+        )
+
+
+def _init_key(value: str | Init) -> tuple[str, float, float]:
+    """'normal' and {"scheme": "normal"} are the same init (for the duplicate check)."""
+    init = value if isinstance(value, Init) else Init(scheme=value)  # type: ignore[arg-type]
+    return (init.scheme, init.std, init.gain)
+
+
+def _loc(*parts: str | int) -> list[str | int]:
+    return ["body", *parts]
+
+
+def resolve_data_file(name: str, data_dir: Path) -> Path:
+    """The data file ``name`` inside ``data_dir``; refuses absolute paths, ``..`` and
+    symlinks that lead out of the directory (the API must not read arbitrary files)."""
+    loc = _loc("data", "file")
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or "\\" in name:
+        raise SpecFieldError(loc, "must be a path relative to the data directory")
+    if ".." in PurePosixPath(name).parts:
+        raise SpecFieldError(loc, "must not contain '..'")
+    root = data_dir.resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise SpecFieldError(loc, "leads out of the data directory (symlink)")
+    if not path.is_file():
+        raise SpecFieldError(loc, f"no such file {name!r} in the data directory")
+    return path
+
+
+def _data_rows_and_dim(spec: SweepSpec, data_path: Path | None) -> tuple[int, int] | None:
+    """(rows, dimension) of a fixed data set; None for the gaussian sources."""
+    from idemcore.errors import ConfigError
+
+    if spec.data == "digits":
+        from idemcore.data import load_digits_array
+
+        array = load_digits_array()
+    elif data_path is not None:
+        from idemcore.data import load_file_array
+
+        try:
+            array = load_file_array(data_path)
+        except (ConfigError, ValueError, OSError) as exc:
+            raise SpecFieldError(_loc("data", "file"), f"cannot be read: {exc}") from None
+        if array.ndim != 2:
+            raise SpecFieldError(
+                _loc("data", "file"), f"must hold an (n, d) array, got shape {array.shape}"
+            )
+    else:
+        return None
+    return int(array.shape[0]), int(array.shape[1])
+
+
+def _architecture_value(value: str | list[Layer]) -> Any:
+    if isinstance(value, str):
+        return value
+    from idemcore.config import LayerSpec
+
+    return tuple(LayerSpec(**layer.model_dump()) for layer in value)
+
+
+def expand_grid(
+    spec: SweepSpec, settings: Settings
+) -> tuple[list[TrialConfig], list[dict[str, Any]]]:
+    """Check ``spec`` against idemcore and the limits in ``settings``; build its trials.
+
+    Returns the trial configs in grid order and the skipped (architecture, algorithm)
+    pairs (only with ``skip_invalid``). Raises :class:`SpecFieldError` or
+    :class:`SpecLimitError` naming the field path; nothing is stored before this passes.
+    """
+    from idemcore.config import TrialConfig
+    from idemcore.errors import ConfigError
+    from idemcore.nets import check_architecture, input_dim, m1_applicable
+
+    if spec.epochs > settings.max_epochs:
+        raise SpecLimitError(
+            _loc("epochs"), f"{spec.epochs} epochs", settings.max_epochs, "max_epochs"
+        )
+
+    archs = [_architecture_value(a) for a in spec.architectures]
+    dims: list[int] = []
+    for i, arch in enumerate(archs):
+        try:
+            check_architecture(arch, "ordinary")
+        except ConfigError as exc:
+            raise SpecFieldError(_loc("architectures", i), _strip_field(str(exc))) from None
+        dims.append(input_dim(arch))
+
+    max_dim = max(dims)
+    largest = dims.index(max_dim)
+    for j, batch in enumerate(spec.batches):
+        if batch.samples * max_dim > settings.max_samples_x_dim:
+            raise SpecLimitError(
+                _loc("batches", j, "samples"),
+                f"samples × dimension = {batch.samples} × {max_dim} "
+                f"(architecture {largest}) = {batch.samples * max_dim}",
+                settings.max_samples_x_dim,
+                "max_samples_x_dim",
+            )
+    if spec.eval_samples * max_dim > settings.max_samples_x_dim:
+        raise SpecLimitError(
+            _loc("eval_samples"),
+            f"eval_samples × dimension = {spec.eval_samples * max_dim}",
+            settings.max_samples_x_dim,
+            "max_samples_x_dim",
+        )
+
+    total = spec.grid_size()
+    if total > settings.max_trials_per_sweep:
+        raise SpecLimitError(
+            _loc(),
+            f"the grid has {total} trials",
+            settings.max_trials_per_sweep,
+            "max_trials_per_sweep",
+        )
+
+    data_path = (
+        resolve_data_file(spec.data.file, settings.data_dir)
+        if isinstance(spec.data, DataFile)
+        else None
+    )
+    fixed = _data_rows_and_dim(spec, data_path)
+    if fixed is not None:
+        rows, data_dim = fixed
+        for i, dim in enumerate(dims):
+            if dim != data_dim:
+                raise SpecFieldError(
+                    _loc("architectures", i),
+                    f"takes dimension {dim} but the data has dimension {data_dim}",
+                )
+        most = rows - max(1, rows // 10)  # at least 10% of the rows stay held out
+        for j, batch in enumerate(spec.batches):
+            if batch.samples > most:
+                raise SpecLimitError(
+                    _loc("batches", j, "samples"),
+                    f"{batch.samples} samples from {rows} rows (10% stay held out)",
+                    most,
+                    "rows of the data set",
+                )
+
+    skipped: list[dict[str, Any]] = []
+    bad_pairs: set[tuple[int, str]] = set()
+    if "m1" in spec.algorithms:
+        for i, arch in enumerate(archs):
+            if not m1_applicable(arch):
+                bad_pairs.add((i, "m1"))
+                skipped.append(
+                    {
+                        "architecture": _arch_label(spec.architectures[i], arch),
+                        "algorithm": "m1",
+                        "reason": "m1 trains only a single bias-free square linear layer",
+                    }
+                )
+        if bad_pairs and not spec.skip_invalid:
+            names = ", ".join(f"({s['architecture']}, m1)" for s in skipped)
+            raise SpecFieldError(
+                _loc("algorithms", spec.algorithms.index("m1")),
+                f"m1 cannot train {names}: it needs a single bias-free square linear layer; "
+                "remove them or set skip_invalid to leave these pairs out",
+                pairs=[{"architecture": s["architecture"], "algorithm": "m1"} for s in skipped],
+            )
+
+    inits = spec.init_list()
+    seeds = spec.seed_list()
+    data_name = "file" if isinstance(spec.data, DataFile) else spec.data
+    configs: list[TrialConfig] = []
+    for i, arch in enumerate(archs):
+        for algorithm in spec.algorithms:
+            if (i, algorithm) in bad_pairs:
+                continue
+            for lr in spec.learning_rates:
+                for batch in spec.batches:
+                    for init in inits:
+                        for seed in seeds:
+                            try:
+                                configs.append(
+                                    TrialConfig(
+                                        architecture=arch,
+                                        algorithm=algorithm,
+                                        learning_rate=lr,
+                                        samples=batch.samples,
+                                        batch_size=batch.batch_size,
+                                        epochs=spec.epochs,
+                                        seed=seed,
+                                        data=data_name,
+                                        data_path=str(data_path) if data_path else None,
+                                        init=init.scheme,
+                                        init_std=init.std,
+                                        gain=init.gain,
+                                        dtype=spec.dtype,
+                                        threshold=spec.threshold,
+                                        eval_samples=spec.eval_samples,
+                                    )
+                                )
+                            except ConfigError as exc:  # a rule idemcore has and we lack
+                                raise SpecFieldError(_loc(), str(exc)) from None
+    if not configs:
+        raise SpecFieldError(
+            _loc("algorithms"), "every combination was skipped as invalid; nothing to run"
+        )
+    return configs, skipped
+
+
+def _arch_label(value: str | list[Layer], arch: Any) -> str:
+    if isinstance(value, str):
+        return value
+    sizes = [arch[0].in_features] + [layer.out_features for layer in arch]
+    return "custom:" + "-".join(str(s) for s in sizes)
+
+
+def _strip_field(message: str) -> str:
+    """idemcore messages start with ``field: ``; the loc already names the field."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and head.isidentifier() else message
