@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from idemcore.algorithms import get_algorithm
 from idemcore.config import TrialConfig
 from idemcore.data import DataSource, make_data
-from idemcore.metrics import eigen_analysis, idempotent_error, identity_image, image_dim
+from idemcore.metrics import EpochMetrics, eigen_analysis
 from idemcore.nets import build_net, input_dim, is_activation_free
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -76,8 +77,33 @@ class TrialResult:
         return out
 
 
-def _flat_params(net: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Flush subnormal floats to zero on CPU while the block runs, then restore the default.
+
+    Networks that ``modified`` collapses to the null map carry weights that keep shrinking
+    geometrically; once n(n(n(x))) falls below 1e-38 (float32) every matrix product runs on
+    subnormal numbers, about 100x slower on x86. Values that small are zero for every
+    metric, so flushing them changes no result above the subnormal range. (PyTorch has no
+    getter for this flag; the default, off, is restored.)
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _snapshot(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of the parameters (to measure the epoch's update)."""
+    return [p.detach().clone() for p in params]
+
+
+@torch.no_grad()
+def _update_norm(params: Sequence[torch.Tensor], before: list[torch.Tensor]) -> torch.Tensor:
+    """||params - before|| over all parameters, as a 0-d tensor (no host sync)."""
+    diffs = torch._foreach_sub([p.detach() for p in params], before)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(diffs)))
 
 
 class Training:
@@ -109,6 +135,12 @@ class Training:
         self.x_eval = self.data.eval_data().to(self.device)
         train = self.data.train_data()
         self.x_train = None if train is None else train.to(self.device)
+        self.metrics = EpochMetrics(
+            self.x_eval,
+            self.x_train,
+            config.seed,
+            activation_free=is_activation_free(config.architecture),
+        )
         self.records: list[EpochRecord] = []
         self.diverged = False
         self.epochs_to_threshold: int | None = None
@@ -116,10 +148,7 @@ class Training:
         self._finished: float | None = None
 
     def _measure(self, epoch: int, loss: float, update_norm: float, seconds: float) -> EpochRecord:
-        norm, trace = identity_image(self.net, self.dim)
-        ierr = idempotent_error(self.net, self.x_eval)
-        train_err = None if self.x_train is None else idempotent_error(self.net, self.x_train)
-        idim = image_dim(self.net, self.x_eval, self.config.seed) if math.isfinite(ierr) else None
+        norm, trace, ierr, train_err, idim = self.metrics.measure(self.net)
         return EpochRecord(
             epoch=epoch,
             idempotent_error=finite_or_none(ierr),
@@ -132,23 +161,34 @@ class Training:
             seconds=seconds,
         )
 
+    def _epoch(
+        self, epoch: int, params: Sequence[torch.Tensor], steps: int, m: int, t0: float
+    ) -> tuple[EpochRecord, bool]:
+        """Train one epoch and measure it; return the record and whether all is finite."""
+        before = _snapshot(params)
+        x_all = self.data.epoch_data(epoch).to(self.device)  # (n, d)
+        loss = torch.zeros((), dtype=self.dtype, device=self.device)
+        for i in range(steps):
+            loss = self.algorithm.step(
+                self.net, x_all[i * m : (i + 1) * m], self.config.learning_rate
+            )
+        all_finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
+        checks = torch.stack([loss, _update_norm(params, before), all_finite.to(loss.dtype)])
+        loss_value, update_norm, params_finite = checks.tolist()  # one host sync
+        finite = math.isfinite(loss_value) and params_finite == 1.0
+        record = self._measure(epoch, loss_value, update_norm, time.perf_counter() - t0)
+        return record, finite
+
     def epochs(self) -> Iterator[EpochRecord]:
         """Train epoch by epoch, yielding each epoch's record; stops early on divergence."""
         cfg = self.config
         m = cfg.batch_size
         steps = cfg.samples // m
+        params = list(self.net.parameters())
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            before = _flat_params(self.net).clone()
-            x_all = self.data.epoch_data(epoch).to(self.device)  # (n, d)
-            loss = torch.zeros((), dtype=self.dtype, device=self.device)
-            for i in range(steps):
-                loss = self.algorithm.step(self.net, x_all[i * m : (i + 1) * m], cfg.learning_rate)
-            after = _flat_params(self.net)
-            loss_value = float(loss)
-            finite = math.isfinite(loss_value) and bool(torch.isfinite(after).all())
-            update_norm = float(torch.linalg.vector_norm(after - before)) if finite else math.inf
-            record = self._measure(epoch, loss_value, update_norm, time.perf_counter() - t0)
+            with flush_denormals():  # not across the yield: other code runs there
+                record, finite = self._epoch(epoch, params, steps, m, t0)
             if not finite or record.idempotent_error is None:
                 self.diverged = True
             err = record.idempotent_error
