@@ -1,0 +1,131 @@
+"""Worker fixtures: ONE real local Ray (2 CPUs) per pytest session, settings, helpers.
+
+Every worker test runs on both databases through the store's ``engine``/``db_url``
+fixtures (tests/conftest.py). Ray starts once (~10 s) and is shared; subprocess workers
+join it by address, so no test starts a second cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from idemcore.config import TrialConfig
+from service.settings import Settings
+from service.store.engine import session_scope
+from service.store.models import EpochMetric, Trial
+from service.store.queries import get_sweep
+from service.store.records import SweepRecord
+from service.store.sweeps import create_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """Start the shared local Ray (num_cpus=2) once; yields its GCS address."""
+    os.environ.update(RAY_ENV)
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    """Settings for an in-process worker: fast heartbeats, small report batches."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        heartbeat_interval_s=0.3,
+        lease_timeout_s=30,
+        report_every=4,
+    )
+
+
+def add_sweep(engine: Engine, configs: Sequence[TrialConfig], name: str = "t", **spec: Any) -> int:
+    """Create a queued sweep straight in the store (no API), returning its id."""
+    with session_scope(engine) as session:
+        created = create_sweep(session, name=name, spec=dict(spec), priority=0, trials=configs)
+    return created.id
+
+
+def sweep(engine: Engine, sweep_id: int) -> SweepRecord:
+    with session_scope(engine, readonly=True) as session:
+        return get_sweep(session, sweep_id)
+
+
+def trials(engine: Engine, sweep_id: int) -> list[Trial]:
+    """The sweep's trial rows (detached ORM objects: read their columns only)."""
+    with session_scope(engine, readonly=True) as session:
+        return list(
+            session.scalars(select(Trial).where(Trial.sweep_id == sweep_id).order_by(Trial.id))
+        )
+
+
+def epoch_numbers(engine: Engine, trial_id: int) -> list[int]:
+    """Every stored epoch number of a trial, duplicates included, sorted."""
+    with session_scope(engine, readonly=True) as session:
+        return sorted(
+            session.scalars(select(EpochMetric.epoch).where(EpochMetric.trial_id == trial_id))
+        )
+
+
+def epoch_count(engine: Engine, sweep_id: int) -> int:
+    with session_scope(engine, readonly=True) as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(EpochMetric)
+                .join(Trial, Trial.id == EpochMetric.trial_id)
+                .where(Trial.sweep_id == sweep_id)
+            )
+            or 0
+        )
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something truthy (or fail naming ``what``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def spawn_worker(
+    db_url: str, data_dir: Path, ray_address: str, *args: str, **env: str
+) -> subprocess.Popen[str]:
+    """A real `idem worker` process joining the shared Ray."""
+    full_env = {
+        **os.environ,
+        **RAY_ENV,
+        "IDEM_DATABASE_URL": db_url,
+        "IDEM_DATA_DIR": str(data_dir),
+        "IDEM_HEARTBEAT_INTERVAL_S": "0.3",
+        "IDEM_REPORT_EVERY": "4",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "idemsweep", "worker", "--ray-address", ray_address, *args],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

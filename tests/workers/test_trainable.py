@@ -1,0 +1,85 @@
+"""The trainable's pieces without Ray: batching, finals, devices, the packed switch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from idemcore.train import train
+from tests.utils.factories import make_config
+from workers.trainable import OneByOne, choose_device, make_group_run, run_group
+
+
+def test_run_group_reports_every_k_epochs_then_the_final_state() -> None:
+    config = make_config(epochs=10)
+    reports: list[dict[str, Any]] = []
+    run_group([(7, config)], device=torch.device("cpu"), report_every=3, report=reports.append)
+
+    sizes = [len(r["batch"][0]["records"]) if r["batch"] else 0 for r in reports]
+    assert sizes == [3, 3, 3, 1]
+    assert "final" not in reports[0] and reports[-1]["final"][0]["trial_id"] == 7
+    epochs = [rec["epoch"] for r in reports for b in r["batch"] for rec in b["records"]]
+    assert epochs == list(range(1, 11))
+    expected = train(config)
+    assert reports[-1]["final"][0]["status"] == "succeeded"
+    assert reports[-1]["final"][0]["result"]["idempotent_error"] == expected.idempotent_error
+
+
+def test_diverged_member_is_reported_diverged() -> None:
+    config = make_config(algorithm="ordinary", learning_rate=1e6, epochs=20)
+    reports: list[dict[str, Any]] = []
+    run_group([(1, config)], device=torch.device("cpu"), report_every=50, report=reports.append)
+    final = reports[-1]["final"][0]
+    assert final["status"] == "diverged"
+    assert final["result"]["epochs_run"] < 20
+
+
+def test_group_members_keep_their_own_records() -> None:
+    # float64: packed members match a lone run within 1e-9 relative (docs/internals.md).
+    a = make_config(seed=0, epochs=6, dtype="float64")
+    b = make_config(seed=1, epochs=6, dtype="float64")
+    reports: list[dict[str, Any]] = []
+    run_group([(1, a), (2, b)], device=torch.device("cpu"), report_every=2, report=reports.append)
+    got: dict[int, list[float]] = {1: [], 2: []}
+    for r in reports:
+        for item in r["batch"]:
+            got[item["trial_id"]] += [rec["idempotent_error"] for rec in item["records"]]
+    for tid, config in ((1, a), (2, b)):
+        want: list[float] = []
+        train(config, on_epoch=lambda rec, w=want: w.append(rec.idempotent_error))
+        torch.testing.assert_close(got[tid], want, rtol=1e-9, atol=0)
+
+
+def test_one_member_uses_plain_training_and_groups_use_packed_when_present() -> None:
+    one = make_group_run([make_config()], torch.device("cpu"))
+    assert isinstance(one, OneByOne)
+    two = make_group_run([make_config(seed=0), make_config(seed=1)], torch.device("cpu"))
+    try:
+        from idemcore.packed import PackedTraining
+    except ImportError:
+        assert isinstance(two, OneByOne)
+    else:
+        assert isinstance(two, PackedTraining)
+
+
+def test_missing_data_file_raises_before_training(tmp_path: Any) -> None:
+    config = make_config(data="file", data_path=str(tmp_path / "missing.npy"))
+    with pytest.raises(Exception, match="no such file"):
+        run_group([(1, config)], device=torch.device("cpu"), report_every=1, report=print)
+
+
+def test_cpu_trial_uses_one_thread() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert choose_device(0) == torch.device("cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only failure path")
+def test_gpu_request_without_cuda_fails_fast_with_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="CUDA not available"):
+        choose_device(1)

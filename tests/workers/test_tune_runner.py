@@ -1,0 +1,103 @@
+"""Spec reading, grouping, and the driver callback's store writes (no Ray needed)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from idemcore.train import train
+from service.store.engine import session_scope
+from service.store.queries import get_trial
+from service.store.queue import unfinished_trials
+from tests.utils.factories import make_config
+from tests.workers.conftest import add_sweep, epoch_numbers
+from workers.tune_runner import RunPlan, StoreCallback, error_text, make_groups
+
+
+def test_run_plan_defaults_when_the_spec_says_nothing() -> None:
+    plan = RunPlan.from_spec({})
+    assert (plan.cpu, plan.gpu, plan.pack, plan.max_concurrent) == (1.0, 0.0, None, None)
+    assert plan.concurrency({"CPU": 8.0}, None) == 8
+    assert plan.concurrency({"CPU": 8.0}, 3) == 3
+
+
+def test_run_plan_reads_resources_pack_and_limits() -> None:
+    spec = {"resources": {"cpu": 2, "gpu": 0.5}, "pack": False, "max_concurrent": 5}
+    plan = RunPlan.from_spec(spec)
+    assert plan.resources() == {"cpu": 2.0, "gpu": 0.5}
+    assert plan.pack is False and plan.max_concurrent == 5
+    assert plan.concurrency({"CPU": 16.0, "GPU": 1.0}, None) == 5
+    assert (
+        RunPlan.from_spec({"resources": {"gpu": 0.5}}).concurrency({"CPU": 16.0, "GPU": 1.0}, None)
+        == 2
+    )
+
+
+def test_groups_are_singletons_unless_packing(engine: Engine) -> None:
+    configs = [make_config(seed=s) for s in range(4)] + [make_config(architecture="N4")]
+    sweep_id = add_sweep(engine, configs)
+    with session_scope(engine) as session:
+        todos = unfinished_trials(session, sweep_id)
+    assert [len(g) for g in make_groups(todos, False)] == [1] * 5
+    packed = make_groups(todos, 2)
+    assert sorted(len(g) for g in packed) == [1, 2, 2]  # N4 is never packed
+    assert sorted(t.id for g in packed for t in g) == [t.id for t in todos]
+
+
+def _payloads(config_epochs: int, tid: int) -> list[dict]:
+    from workers.trainable import run_group
+
+    out: list[dict] = []
+    import torch
+
+    run_group(
+        [(tid, make_config(epochs=config_epochs))],
+        device=torch.device("cpu"),
+        report_every=4,
+        report=out.append,
+    )
+    return out
+
+
+def test_callback_writes_batches_and_final_and_replay_adds_nothing(engine: Engine) -> None:
+    sweep_id = add_sweep(engine, [make_config(epochs=10)])
+    with session_scope(engine) as session:
+        (todo,) = unfinished_trials(session, sweep_id)
+    payloads = _payloads(10, todo.id)
+    cb = StoreCallback(engine)
+    # A crashed first attempt got two batches in; the rerun reports everything again.
+    for p in payloads[:2]:
+        cb.write_result(p)
+    assert epoch_numbers(engine, todo.id) == list(range(1, 9))
+    for p in payloads:
+        cb.write_result(p)
+    assert epoch_numbers(engine, todo.id) == list(range(1, 11))
+    with session_scope(engine) as session:
+        row = get_trial(session, todo.id)
+    expected = train(make_config(epochs=10))
+    assert row.status == "succeeded"
+    assert row.idempotent_error == expected.idempotent_error
+    assert row.epochs_run == 10
+    cb.write_result(payloads[-1])  # a duplicate final is ignored, never an error
+
+
+def test_callback_fail_marks_unfinished_members_failed(engine: Engine) -> None:
+    sweep_id = add_sweep(engine, [make_config(seed=0), make_config(seed=1)])
+    with session_scope(engine) as session:
+        a, b = unfinished_trials(session, sweep_id)
+    cb = StoreCallback(engine)
+    cb.fail([a.id, b.id], "ValueError: boom")
+    cb.fail([a.id], "again")  # already final here: ignored
+    with session_scope(engine) as session:
+        assert get_trial(session, a.id).status == "failed"
+        assert get_trial(session, b.id).error == "ValueError: boom"
+
+
+def test_error_text_unwraps_ray_task_errors() -> None:
+    class Wrapper(Exception):
+        cause = FileNotFoundError("data_path: no such file 'x.npy'")
+
+    assert error_text(Wrapper("long traceback")) == (
+        "FileNotFoundError: data_path: no such file 'x.npy'"
+    )
+    assert error_text(ValueError("a\nb\nlast line")) == "ValueError: last line"
+    assert "no error" in error_text(None)

@@ -1,0 +1,147 @@
+"""The Ray Tune function: one Tune trial trains a GROUP of store trials.
+
+A group is a list of ``{"trial_id": int, "config": TrialConfig dict}``; it has one
+member unless the sweep packs small trials (``idemcore.packed``). The function never
+touches the database: every ``report_every`` epochs it reports, through
+``ray.tune.report``, the epoch records of every member since the last report, and at the
+end each member's final state. The Tune callback on the driver
+(:class:`workers.tune_runner.StoreCallback`) writes them to the store.
+
+Report payload (plain lists and dicts, so Tune's result handling never needs our types)::
+
+    {"batch": [{"trial_id": 7, "records": [EpochRecord.to_dict(), ...]}, ...],
+     "final": [{"trial_id": 7, "status": "succeeded" | "diverged",
+                "result": TrialResult.to_dict()}, ...]}        # last report only
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from idemcore.config import TrialConfig
+from idemcore.train import EpochRecord, Training, TrialResult
+
+GROUP_KEY = "group"
+REPORT_EVERY_KEY = "report_every"
+GPU_KEY = "gpu"
+
+
+class GroupRun(Protocol):
+    """What the trainable drives: ``idemcore.packed.PackedTraining`` has this shape."""
+
+    def epochs(self) -> Iterator[list[EpochRecord | None]]: ...
+
+    def results(self) -> list[TrialResult]: ...
+
+
+class OneByOne:
+    """Members trained one after another with ``idemcore.train.Training``.
+
+    Used for groups of one, and for larger groups when ``idemcore.packed`` is absent.
+    Each yielded row holds the record of the member being trained and None elsewhere.
+    """
+
+    def __init__(self, configs: Sequence[TrialConfig], device: torch.device) -> None:
+        self.configs = list(configs)
+        self.device = device
+        # Built up front so a bad member (missing data file, ...) fails before training.
+        self.runs = [Training(config, device=device) for config in self.configs]
+
+    def epochs(self) -> Iterator[list[EpochRecord | None]]:
+        for i, run in enumerate(self.runs):
+            for record in run.epochs():
+                row: list[EpochRecord | None] = [None] * len(self.runs)
+                row[i] = record
+                yield row
+
+    def results(self) -> list[TrialResult]:
+        return [run.result() for run in self.runs]
+
+
+def make_group_run(configs: Sequence[TrialConfig], device: torch.device) -> GroupRun:
+    """The one place that chooses packed or plain training for a group."""
+    if len(configs) > 1:
+        try:
+            from idemcore.packed import PackedTraining
+        except ImportError:
+            return OneByOne(configs, device)
+        return PackedTraining(configs, device=device)
+    return OneByOne(configs, device)
+
+
+def choose_device(gpu: float) -> torch.device:
+    """CUDA when Ray gave this trial a GPU; else CPU with one torch thread per trial.
+
+    A trial that asked for a GPU but cannot use CUDA raises at once (the error text
+    starts with "CUDA not available"), so it ends ``failed`` instead of hanging or
+    silently training on the CPU.
+    """
+    if gpu > 0:
+        import ray
+
+        gpu_ids = ray.get_gpu_ids()
+        if not gpu_ids or not torch.cuda.is_available():
+            raise RuntimeError(
+                f"CUDA not available: the trial asked for gpu={gpu}, Ray assigned GPUs "
+                f"{list(gpu_ids)}, torch.cuda.is_available()={torch.cuda.is_available()}"
+            )
+        return torch.device("cuda")
+    torch.set_num_threads(1)
+    return torch.device("cpu")
+
+
+def _batch(pending: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [{"trial_id": tid, "records": recs} for tid, recs in pending.items() if recs]
+
+
+def run_group(
+    members: Sequence[tuple[int, TrialConfig]],
+    *,
+    device: torch.device,
+    report_every: int,
+    report: Any,
+) -> None:
+    """Train ``members`` and call ``report(payload)`` every ``report_every`` epochs.
+
+    Separate from the Tune function so tests and benchmarks can drive it without Ray.
+    """
+    run = make_group_run([config for _, config in members], device)
+    pending: dict[int, list[dict[str, Any]]] = {tid: [] for tid, _ in members}
+    since_report = 0
+    for row in run.epochs():
+        for (tid, _), record in zip(members, row, strict=True):
+            if record is not None:
+                pending[tid].append(record.to_dict())
+        since_report += 1
+        if since_report >= report_every:
+            report({"batch": _batch(pending)})
+            pending = {tid: [] for tid, _ in members}
+            since_report = 0
+    final = [
+        {
+            "trial_id": tid,
+            "status": "diverged" if result.diverged else "succeeded",
+            "result": result.to_dict(),
+        }
+        for (tid, _), result in zip(members, run.results(), strict=True)
+    ]
+    report({"batch": _batch(pending), "final": final})
+
+
+def train_group(tune_config: dict[str, Any]) -> None:
+    """The Tune function trainable: build the TrialConfigs once, train, report batches."""
+    import ray.tune
+
+    members = [
+        (int(m["trial_id"]), TrialConfig.from_dict(m["config"])) for m in tune_config[GROUP_KEY]
+    ]
+    device = choose_device(float(tune_config.get(GPU_KEY, 0) or 0))
+    run_group(
+        members,
+        device=device,
+        report_every=max(1, int(tune_config.get(REPORT_EVERY_KEY, 10))),
+        report=ray.tune.report,
+    )

@@ -1,0 +1,312 @@
+"""A claimed sweep as one Ray Tune experiment, and the callback that writes to the store.
+
+One Tune trial per group of store trials (a group has one member unless the spec packs
+small trials). Trials never touch the database: :class:`StoreCallback` runs on the
+driver, writes each reported batch of epoch rows in one bulk insert, and each final state
+(rows + status) in one transaction. ``append_epochs`` skips rows already stored, so a
+trial rerun from scratch (retry, or resume after a crash) never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from sqlalchemy import Engine
+
+from idemcore.train import EpochRecord, TrialResult
+from service.store.engine import session_scope
+from service.store.queue import append_epochs, finish_trial, mark_trials_running
+from service.store.records import TrialTodo
+from service.store.status import TrialStatus
+from workers.trainable import GPU_KEY, GROUP_KEY, REPORT_EVERY_KEY
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FAILURES = 2
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the worker reads from a stored spec (defensively: absent keys get defaults)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+    pack: int | bool | None = None
+    max_concurrent: int | None = None
+    max_failures: int = DEFAULT_MAX_FAILURES
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> RunPlan:
+        """Resources ``{cpu, gpu}``, ``pack``, ``max_concurrent`` and ``max_failures``.
+
+        ``max_failures`` (Tune retries of a crashed trial) is not part of the API's spec
+        model; a spec written to the store directly may set it.
+        """
+        resources = spec.get("resources") or {}
+        cpu = float(resources.get("cpu", 1) or 0)
+        gpu = float(resources.get("gpu", 0) or 0)
+        # As in service.spec.SweepSpec: absent/None = automatic, False = off, N = size.
+        pack = spec.get("pack")
+        if pack is True or pack == "auto" or not isinstance(pack, bool | int):
+            pack = None
+        max_concurrent = spec.get("max_concurrent")
+        max_failures = spec.get("max_failures", DEFAULT_MAX_FAILURES)
+        return cls(
+            cpu=cpu if cpu > 0 or gpu > 0 else 1.0,
+            gpu=gpu,
+            pack=pack,
+            max_concurrent=int(max_concurrent) if max_concurrent else None,
+            max_failures=int(max_failures) if max_failures is not None else 0,
+        )
+
+    def resources(self) -> dict[str, float]:
+        """Per-Tune-trial resources for ``tune.with_resources``."""
+        return {"cpu": self.cpu, "gpu": self.gpu}
+
+    def concurrency(self, cluster: dict[str, float], cli_limit: int | None) -> int:
+        """The spec's limit, else the CLI's, else what the cluster can hold at once."""
+        if self.max_concurrent:
+            return self.max_concurrent
+        if cli_limit:
+            return cli_limit
+        fits = [cluster.get("CPU", 1.0) / self.cpu] if self.cpu > 0 else []
+        if self.gpu > 0:
+            fits.append(cluster.get("GPU", 0.0) / self.gpu)
+        return max(1, math.floor(min(fits)) if fits else 1)
+
+
+def make_groups(todos: Sequence[TrialTodo], pack: int | bool | None) -> list[list[TrialTodo]]:
+    """Group unfinished trials for packing (``idemcore.packed.group_configs``) or not."""
+    if pack is False or pack == 1 or len(todos) < 2:
+        return [[todo] for todo in todos]
+    try:
+        from idemcore.packed import group_configs
+    except ImportError:
+        return [[todo] for todo in todos]
+    groups = group_configs([todo.config for todo in todos], pack)
+    return [[todos[i] for i in group] for group in groups]
+
+
+def error_text(exc: BaseException | None) -> str:
+    """A one-line error for the trial row: the trainable's own exception, not Ray's wrapper."""
+    if exc is None:
+        return "trial failed (no error recorded by Ray Tune)"
+    cause = getattr(exc, "cause", None)
+    inner = cause if isinstance(cause, BaseException) else exc
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[-1] if text else ''}".strip()
+
+
+def _member_ids(config: dict[str, Any]) -> list[int]:
+    return [int(m["trial_id"]) for m in config.get(GROUP_KEY, [])]
+
+
+def trial_name(trial: Any) -> str:
+    """Short Tune trial names ("trial-12+3" = store trial 12 and 3 more packed with it)."""
+    ids = _member_ids(trial.config)
+    extra = f"+{len(ids) - 1}" if len(ids) > 1 else ""
+    return f"trial-{ids[0] if ids else 'none'}{extra}_{trial.trial_id}"
+
+
+class StopFlag(tune.Stopper):
+    """A Tune Stopper that ends the whole run when ``event`` is set (cancel, SIGTERM).
+
+    Tune checks ``stop_all`` every controller step (~0.1 s). Pickled with the Tuner's
+    state for restores: the live event is not part of that state.
+    """
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.event.is_set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.event = threading.Event()
+
+
+class StoreCallback(tune.Callback):
+    """Tune callback (driver side): batches and final states go to the store.
+
+    ``finished`` holds the store trial ids whose final state this run wrote.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.finished: set[int] = set()
+        self.rows_written = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"finished": set(), "rows_written": 0}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        ids = [i for i in _member_ids(trial.config) if i not in self.finished]
+        with session_scope(self.engine) as session:
+            mark_trials_running(session, ids)
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self.write_result(result)
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        """One transaction: every batch's epoch rows, then every final state."""
+        batches = {
+            int(b["trial_id"]): [EpochRecord(**r) for r in b["records"]]
+            for b in result.get("batch") or []
+        }
+        finals = {int(f["trial_id"]): f for f in result.get("final") or []}
+        with session_scope(self.engine) as session:
+            for tid, records in batches.items():
+                if tid not in finals and tid not in self.finished:
+                    self.rows_written += append_epochs(session, tid, records)
+            for tid, final in finals.items():
+                if tid in self.finished:
+                    continue
+                res = dict(final["result"])
+                if res.get("eigenvalues") is not None:
+                    res["eigenvalues"] = [tuple(v) for v in res["eigenvalues"]]
+                finish_trial(
+                    session,
+                    tid,
+                    TrialStatus(final["status"]),
+                    TrialResult(**res),
+                    None,
+                    records=batches.get(tid, []),
+                )
+        self.finished.update(finals)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        exc: BaseException | None
+        try:
+            exc = trial.get_pickled_error() or trial.get_error()
+        except Exception:  # the error file may be unreadable; the status still matters
+            exc = None
+        self.fail(_member_ids(trial.config), error_text(exc))
+
+    def fail(self, trial_ids: Sequence[int], error: str) -> None:
+        """Members not finished yet end ``failed`` with ``error``."""
+        ids = [i for i in trial_ids if i not in self.finished]
+        if not ids:
+            return
+        with session_scope(self.engine) as session:
+            for tid in ids:
+                finish_trial(session, tid, TrialStatus.failed, None, error)
+        self.finished.update(ids)
+
+
+@dataclass
+class SweepRunResult:
+    """What happened to one Tune run of a sweep."""
+
+    experiment: str
+    tune_trials: int
+    finished: set[int] = field(default_factory=set)
+    stopped: bool = False
+    seconds: float = 0.0
+
+
+def experiment_name(sweep_id: int) -> str:
+    """Unique per run: a resumed sweep starts a fresh Tune experiment."""
+    return f"sweep-{sweep_id}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def run_tune(
+    engine: Engine,
+    *,
+    sweep_id: int,
+    spec: dict[str, Any],
+    todos: Sequence[TrialTodo],
+    data_dir: Path,
+    report_every: int,
+    stop: threading.Event,
+    experiment: str,
+    cli_max_concurrent: int | None = None,
+) -> SweepRunResult:
+    """Run ``todos`` as one Tune experiment; returns when every Tune trial ended or
+    ``stop`` was set. Trials needing a GPU the cluster lacks fail at once (no hang)."""
+    import ray
+
+    started = time.perf_counter()
+    plan = RunPlan.from_spec(spec)
+    callback = StoreCallback(engine)
+    outcome = SweepRunResult(experiment=experiment, tune_trials=0, finished=callback.finished)
+    if not todos:
+        return outcome
+    cluster = ray.cluster_resources()
+    if plan.gpu > 0 and cluster.get("GPU", 0.0) < plan.gpu:
+        callback.fail(
+            [t.id for t in todos],
+            f"CUDA not available: the trials ask for gpu={plan.gpu} but the Ray cluster "
+            f"has {cluster.get('GPU', 0.0):g} GPUs",
+        )
+        return outcome
+    groups = make_groups(todos, plan.pack)
+    outcome.tune_trials = len(groups)
+    param_space = {
+        GROUP_KEY: tune.grid_search(
+            [[{"trial_id": t.id, "config": t.config.to_dict()} for t in g] for g in groups]
+        ),
+        REPORT_EVERY_KEY: report_every,
+        GPU_KEY: plan.gpu,
+    }
+    from workers.trainable import train_group
+
+    tuner = tune.Tuner(
+        tune.with_resources(train_group, plan.resources()),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=plan.concurrency(cluster, cli_max_concurrent),
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=str(data_dir.resolve() / "ray_results"),
+            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+            stop=StopFlag(stop),
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+    grid = tuner.fit()  # does not raise on trial errors: the grid holds them
+    outcome.stopped = stop.is_set()
+    if not outcome.stopped:
+        # Belt and braces: a Tune trial that ended without a final report (or whose
+        # error the callback missed) must not leave its members unfinished.
+        for index in range(len(grid)):
+            result = grid[index]
+            ids = _member_ids(result.config or {})
+            if result.error is not None:
+                callback.fail(ids, error_text(result.error))
+            else:
+                callback.fail(ids, "the Tune trial ended without reporting a final result")
+    outcome.seconds = time.perf_counter() - started
+    log.info(
+        "sweep %s: %d Tune trials, %d store trials finished, %d epoch rows, %.1f s",
+        sweep_id,
+        outcome.tune_trials,
+        len(callback.finished),
+        callback.rows_written,
+        outcome.seconds,
+    )
+    return outcome

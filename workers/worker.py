@@ -1,0 +1,278 @@
+"""The worker: register, claim queued sweeps, run each as a Ray Tune experiment.
+
+While a sweep runs, a heartbeat thread extends the lease every
+``settings.heartbeat_interval_s`` and reads the cancel flag; a cancel (or SIGTERM, or a
+lost lease) sets one event that :class:`workers.tune_runner.StopFlag` turns into the end
+of the Tune run. Afterwards the sweep is finished (succeeded, or cancelled with its
+unfinished trials), released back to the queue (SIGTERM), or left alone (lease lost:
+another worker owns it now). A worker killed outright stops heartbeating; the next
+worker's ``requeue_stalled`` puts its sweep back in the queue and resumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from service.exceptions import LeaseLost
+from service.settings import Settings
+from service.store.engine import require_current_schema, session_scope
+from service.store.queue import (
+    claim_sweep,
+    fail_sweep,
+    finish_sweep,
+    register_worker,
+    release_sweep,
+    requeue_stalled,
+    set_ray_info,
+    sweep_heartbeat,
+    unfinished_trials,
+    worker_heartbeat,
+)
+from service.store.records import ClaimedSweep
+
+log = logging.getLogger(__name__)
+
+AUTH_NOTE = (
+    "Ray 2.60 dashboards ask for a token by default: paste the one in ~/.ray/auth_token "
+    "on the Ray head node when the page asks (or start a throwaway local cluster with "
+    "RAY_AUTH_MODE=disabled)."
+)
+
+
+def ensure_ray(address: str | None) -> str | None:
+    """Connect to Ray once per process; returns the dashboard URL (None without one).
+
+    No address: a local Ray with every CPU of this machine. An address: join that
+    cluster (``ray start --head`` elsewhere, or the compose cluster). If Ray is already
+    initialised (tests share one), it is used as it is.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
+    from ray._private.worker import get_dashboard_url
+
+    url = get_dashboard_url() or ""
+    if url and "://" not in url:
+        url = "http://" + url
+    return url or None
+
+
+def dashboard_help(url: str | None) -> str:
+    """How to open the Ray dashboard (printed by ``idem worker``; also in the README)."""
+    if not url:
+        return (
+            "Ray dashboard: not running here (local Ray without the dashboard packages; "
+            "install ray[default] or join a cluster whose head runs it). " + AUTH_NOTE
+        )
+    return f"Ray dashboard: {url}  (Tune experiments appear under Jobs/Actors). {AUTH_NOTE}"
+
+
+@dataclass
+class SweepOutcome:
+    """How one claimed sweep ended for this worker."""
+
+    sweep_id: int
+    status: str  # succeeded | cancelled | failed | released | lease-lost
+    experiment: str | None = None
+
+
+class Heartbeat(threading.Thread):
+    """Extends the sweep's lease and watches its cancel flag until ``done`` is set.
+
+    Any reason to stop the Tune run (cancel, lost lease, the worker's own stop) sets
+    ``stop``; ``reason`` says which came first.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        sweep_id: int,
+        worker_id: str,
+        interval_s: float,
+        stop: threading.Event,
+        terminate: threading.Event,
+    ) -> None:
+        super().__init__(name=f"heartbeat-sweep-{sweep_id}", daemon=True)
+        self.engine = engine
+        self.sweep_id = sweep_id
+        self.worker_id = worker_id
+        self.interval_s = interval_s
+        self.stop = stop
+        self.terminate = terminate
+        self.done = threading.Event()
+        self.reason: str | None = None
+
+    def beat(self) -> None:
+        """One heartbeat: lease + cancel flag; stops the run when there is a reason."""
+        try:
+            with session_scope(self.engine) as session:
+                cancel = sweep_heartbeat(session, self.sweep_id, self.worker_id)
+                worker_heartbeat(session, self.worker_id)
+        except LeaseLost:
+            self._stop_for("lease-lost")
+            return
+        except Exception:  # a database hiccup: try again next beat, the lease is long
+            log.exception("sweep %s: heartbeat failed", self.sweep_id)
+            return
+        if cancel:
+            self._stop_for("cancel")
+
+    def _stop_for(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stop.set()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval_s):
+            if self.terminate.is_set():
+                self._stop_for("terminate")
+            self.beat()
+
+
+class Worker:
+    """One worker process's queue loop (``idem worker``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        max_concurrent: int | None = None,
+        poll_s: float = 1.0,
+        dashboard_url: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.max_concurrent = max_concurrent
+        self.poll_s = poll_s
+        self.dashboard_url = dashboard_url
+        self.terminate = threading.Event()  # SIGTERM/SIGINT: finish cleanly, then exit
+        self._stop_run: threading.Event | None = None
+        self.worker_id: str | None = None
+        self.outcomes: list[SweepOutcome] = []
+
+    def register(self) -> str:
+        """Refuse a database not at the current schema, then register in ``worker``."""
+        require_current_schema(self.engine)
+        with session_scope(self.engine) as session:
+            self.worker_id = register_worker(session, socket.gethostname())
+        return self.worker_id
+
+    def request_stop(self, *_: Any) -> None:
+        """Signal handler: stop the running Tune experiment and leave the loop."""
+        self.terminate.set()
+        if self._stop_run is not None:
+            self._stop_run.set()
+
+    def run(self, *, once: bool = False) -> list[SweepOutcome]:
+        """Claim and run sweeps until stopped (``once``: until the queue is empty)."""
+        if self.worker_id is None:
+            self.register()
+        while not self.terminate.is_set():
+            claimed = self.claim()
+            if claimed is None:
+                if once:
+                    break
+                self.terminate.wait(self.poll_s)
+                continue
+            self.outcomes.append(self.process(claimed))
+        return self.outcomes
+
+    def claim(self) -> ClaimedSweep | None:
+        """Requeue stalled sweeps (dead workers), then claim the best queued one."""
+        assert self.worker_id is not None
+        with session_scope(self.engine) as session:
+            requeued = requeue_stalled(session, self.settings.lease_timeout_s)
+            worker_heartbeat(session, self.worker_id)
+        if requeued:
+            log.info("requeued stalled sweeps %s", requeued)
+        return claim_sweep(self.engine, self.worker_id)
+
+    def process(self, claimed: ClaimedSweep) -> SweepOutcome:
+        """Run one claimed sweep to its end (or until stopped) and settle its state."""
+        from workers.tune_runner import experiment_name, run_tune
+
+        assert self.worker_id is not None
+        stop = threading.Event()
+        self._stop_run = stop
+        if self.terminate.is_set():
+            stop.set()
+        heartbeat = Heartbeat(
+            self.engine,
+            claimed.id,
+            self.worker_id,
+            self.settings.heartbeat_interval_s,
+            stop,
+            self.terminate,
+        )
+        experiment = experiment_name(claimed.id)
+        log.info("sweep %s (%s): claimed, Tune experiment %s", claimed.id, claimed.name, experiment)
+        heartbeat.start()
+        try:
+            with session_scope(self.engine) as session:
+                set_ray_info(session, claimed.id, experiment, self.dashboard_url)
+                todos = unfinished_trials(session, claimed.id)
+            run_tune(
+                self.engine,
+                sweep_id=claimed.id,
+                spec=claimed.spec,
+                todos=todos,
+                data_dir=self.settings.data_dir,
+                report_every=self.settings.report_every,
+                stop=stop,
+                experiment=experiment,
+                cli_max_concurrent=self.max_concurrent,
+            )
+        except Exception as exc:
+            heartbeat.done.set()
+            heartbeat.join()
+            log.exception("sweep %s: the Tune run failed", claimed.id)
+            if heartbeat.reason == "lease-lost":
+                return SweepOutcome(claimed.id, "lease-lost", experiment)
+            return self._settle_failure(claimed.id, experiment, exc)
+        finally:
+            self._stop_run = None
+        heartbeat.done.set()
+        heartbeat.join()
+        return self._settle(claimed.id, experiment, heartbeat)
+
+    def _settle(self, sweep_id: int, experiment: str, heartbeat: Heartbeat) -> SweepOutcome:
+        assert self.worker_id is not None
+        reason = heartbeat.reason
+        if reason is None and self.terminate.is_set():
+            reason = "terminate"
+        try:
+            with session_scope(self.engine) as session:
+                if reason == "terminate":
+                    # A cancel that arrived meanwhile wins over giving the sweep back.
+                    if sweep_heartbeat(session, sweep_id, self.worker_id):
+                        status = finish_sweep(session, sweep_id, self.worker_id).value
+                    else:
+                        release_sweep(session, sweep_id, self.worker_id)
+                        status = "released"
+                else:
+                    status = finish_sweep(session, sweep_id, self.worker_id).value
+        except LeaseLost:
+            status = "lease-lost"
+        log.info("sweep %s: %s", sweep_id, status)
+        return SweepOutcome(sweep_id, status, experiment)
+
+    def _settle_failure(self, sweep_id: int, experiment: str, exc: Exception) -> SweepOutcome:
+        try:
+            with session_scope(self.engine) as session:
+                fail_sweep(session, sweep_id, f"{type(exc).__name__}: {exc}")
+        except Exception:
+            log.exception("sweep %s: could not mark it failed", sweep_id)
+        return SweepOutcome(sweep_id, "failed", experiment)
