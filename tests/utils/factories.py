@@ -1,0 +1,139 @@
+"""Factories shared by the tests: TrialConfigs, fake epoch records and trial results."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from idemcore.config import TrialConfig
+from idemcore.train import EpochRecord, TrialResult
+
+
+def make_config(**overrides: Any) -> TrialConfig:
+    """A small valid TrialConfig (N1, modified); keyword arguments override fields."""
+    values: dict[str, Any] = {
+        "architecture": "N1",
+        "algorithm": "modified",
+        "learning_rate": 0.05,
+        "samples": 100,
+        "batch_size": 100,
+        "epochs": 20,
+        "seed": 0,
+    }
+    values.update(overrides)
+    return TrialConfig(**values)
+
+
+def make_grid(
+    *,
+    architectures: Sequence[str] = ("N1",),
+    algorithms: Sequence[str] = ("ordinary", "modified"),
+    learning_rates: Sequence[float] = (0.01, 0.05),
+    batch_sizes: Sequence[int] = (100,),
+    seeds: Sequence[int] = (0, 1, 2),
+    **common: Any,
+) -> list[TrialConfig]:
+    """The cartesian product of the given axes, as TrialConfigs."""
+    samples = common.pop("samples", 100)
+    return [
+        make_config(
+            architecture=arch,
+            algorithm=alg,
+            learning_rate=lr,
+            batch_size=bs,
+            samples=max(bs, samples),
+            seed=seed,
+            **common,
+        )
+        for arch, alg, lr, bs, seed in itertools.product(
+            architectures, algorithms, learning_rates, batch_sizes, seeds
+        )
+    ]
+
+
+def fake_epochs(n: int, *, start: int = 1, scale: float = 1.0) -> list[EpochRecord]:
+    """``n`` epoch records numbered from ``start`` with deterministic, distinct values."""
+    return [
+        EpochRecord(
+            epoch=e,
+            idempotent_error=scale / e,
+            loss=2.0 * scale / e,
+            norm=1.0 + e / 1000,
+            trace=float(e % 5),
+            update_norm=0.1 / e,
+            image_dim=float(min(e, 5)),
+            train_idempotent_error=scale / (e + 1),
+            seconds=0.001 * e,
+        )
+        for e in range(start, start + n)
+    ]
+
+
+def fake_result(
+    *,
+    idempotent_error: float | None = 1e-4,
+    epochs_run: int = 20,
+    epochs_to_threshold: int | None = 10,
+    diverged: bool = False,
+    **overrides: Any,
+) -> TrialResult:
+    """A TrialResult with plausible values (eigenvalues included)."""
+    values: dict[str, Any] = {
+        "idempotent_error": idempotent_error,
+        "train_idempotent_error": idempotent_error,
+        "loss": 0.5,
+        "norm": 2.0,
+        "trace": 2.0,
+        "update_norm": 1e-3,
+        "image_dim": 2.0,
+        "epochs_to_threshold": epochs_to_threshold,
+        "epochs_run": epochs_run,
+        "diverged": diverged,
+        "wall_seconds": 0.25,
+        "eigenvalues": [(1.0, 0.0), (0.0, 0.0)],
+        "eig_near_zero": 1,
+        "eig_near_one": 1,
+        "wb_norm": 0.0,
+    }
+    values.update(overrides)
+    return TrialResult(**values)
+
+
+def add_sweep(engine: Any, configs: Sequence[TrialConfig], **kwargs: Any) -> Any:
+    """Create a sweep of ``configs`` in its own transaction; returns the SweepCreated."""
+    from service.store.engine import session_scope
+    from service.store.sweeps import create_sweep
+
+    kwargs.setdefault("name", "test sweep")
+    kwargs.setdefault("spec", {"configs": len(configs)})
+    kwargs.setdefault("priority", 0)
+    with session_scope(engine) as session:
+        return create_sweep(session, trials=list(configs), **kwargs)
+
+
+def run_sweep_to_end(
+    engine: Any, sweep_id: int, worker_id: str, *, epochs: int = 5, diverge: Sequence[int] = ()
+) -> None:
+    """Play a worker: every unfinished trial succeeds (or diverges if its index is in
+    ``diverge``) with ``epochs`` fake epoch rows, then the sweep finishes."""
+    from service.store import queue
+    from service.store.engine import session_scope
+    from service.store.status import TrialStatus
+
+    with session_scope(engine) as s:
+        todo = queue.unfinished_trials(s, sweep_id)
+        queue.mark_trials_running(s, [t.id for t in todo], node_ip="127.0.0.1")
+    for i, t in enumerate(todo):
+        bad = i in diverge
+        status = TrialStatus.diverged if bad else TrialStatus.succeeded
+        result = fake_result(
+            idempotent_error=None if bad else 1e-4 * (1 + t.config.seed),
+            epochs_run=epochs,
+            epochs_to_threshold=None if bad else 3,
+            diverged=bad,
+        )
+        with session_scope(engine) as s:
+            queue.finish_trial(s, t.id, status, result, None, fake_epochs(epochs))
+    with session_scope(engine) as s:
+        queue.finish_sweep(s, sweep_id, worker_id)
