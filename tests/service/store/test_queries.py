@@ -1,0 +1,149 @@
+"""SQL aggregates checked against Python's statistics on the same stored values."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from sqlalchemy import Engine
+
+from service.exceptions import InvalidQuery, NotFound
+from service.store import queries, queue
+from service.store.engine import session_scope
+from service.store.status import SweepStatus, TrialStatus
+from tests.utils.factories import add_sweep, fake_epochs, fake_result, make_grid
+
+# idempotent_error per trial index; index 5 diverges, index 6 never reaches threshold.
+VALUES = [0.5, 0.1, 0.3, 0.9, 0.2, None, 0.4, 0.7, 0.6, 0.8, 0.25, 0.35]
+
+
+@pytest.fixture
+def finished(engine: Engine) -> int:
+    """A finished sweep of 12 trials (2 algorithms × 2 lrs × 3 seeds) with known values."""
+    created = add_sweep(engine, make_grid(seeds=(0, 1, 2)))
+    with session_scope(engine) as s:
+        w = queue.register_worker(s, "h")
+    queue.claim_sweep(engine, w)
+    with session_scope(engine) as s:
+        todo = queue.unfinished_trials(s, created.id)
+    for i, t in enumerate(todo):
+        bad = VALUES[i] is None
+        result = fake_result(
+            idempotent_error=VALUES[i],
+            epochs_to_threshold=None if bad or i == 6 else 4,
+            diverged=bad,
+            epochs_run=6,
+        )
+        status = TrialStatus.diverged if bad else TrialStatus.succeeded
+        with session_scope(engine) as s:
+            queue.finish_trial(s, t.id, status, result, None, fake_epochs(6, scale=i + 1))
+    with session_scope(engine) as s:
+        assert queue.finish_sweep(s, created.id, w) == SweepStatus.succeeded
+    return created.id
+
+
+def _expected(engine: Engine, sweep_id: int, by: list[str]) -> dict[tuple, list]:
+    with session_scope(engine) as s:
+        trials, _ = queries.list_trials(s, sweep_id, limit=1000)
+    groups: dict[tuple, list] = {}
+    for t in trials:
+        groups.setdefault(tuple(getattr(t, f) for f in by), []).append(t)
+    return groups
+
+
+def test_summary_matches_python_statistics(engine: Engine, finished: int) -> None:
+    by = ["algorithm", "learning_rate"]
+    with session_scope(engine) as s:
+        rows = queries.summary(s, finished, by=by, metric="idempotent_error")
+    expected = _expected(engine, finished, by)
+    assert [tuple(r.group.values()) for r in rows] == sorted(expected)
+    for row in rows:
+        trials = expected[tuple(row.group.values())]
+        ok = [t.idempotent_error for t in trials if t.status == TrialStatus.succeeded]
+        assert row.n == len(ok)
+        assert row.mean == pytest.approx(statistics.mean(ok))
+        assert row.std == pytest.approx(statistics.stdev(ok) if len(ok) > 1 else None)
+        assert row.median == pytest.approx(statistics.median(ok))
+        assert (row.min, row.max) == (pytest.approx(min(ok)), pytest.approx(max(ok)))
+        assert row.diverged == sum(t.status == TrialStatus.diverged for t in trials)
+        assert row.never == sum(t.epochs_to_threshold is None for t in trials)
+    assert sum(r.diverged for r in rows) == 1 and sum(r.never for r in rows) == 2
+
+
+def test_summary_at_an_epoch_and_ungrouped(engine: Engine, finished: int) -> None:
+    with session_scope(engine) as s:
+        (row,) = queries.summary(s, finished, by=[], metric="loss", epoch=2)
+    # fake_epochs(scale=i+1): loss at epoch 2 is (i+1); the diverged trial (i=5) is left out.
+    ok = [float(i + 1) for i in range(12) if i != 5]
+    assert row.group == {} and row.n == 11
+    assert row.mean == pytest.approx(statistics.mean(ok))
+    assert row.std == pytest.approx(statistics.stdev(ok))
+    assert row.median == pytest.approx(statistics.median(ok))
+
+
+def test_compare_pairs_trials_differing_only_in_algorithm(engine: Engine, finished: int) -> None:
+    with session_scope(engine) as s:
+        rows = queries.compare_rows(
+            s, finished, a="modified", b="ordinary", metric="idempotent_error"
+        )
+        by_id = {t.id: t for t in queries.list_trials(s, finished, limit=100)[0]}
+    assert len(rows) == 6
+    for r in rows:
+        ta, tb = by_id[r.a_trial_id], by_id[r.b_trial_id]
+        assert (ta.algorithm, tb.algorithm) == ("modified", "ordinary")
+        assert (
+            (ta.learning_rate, ta.seed)
+            == (tb.learning_rate, tb.seed)
+            == (
+                r.group["learning_rate"],
+                r.seed,
+            )
+        )
+        assert (r.a_value, r.b_value) == (ta.idempotent_error, tb.idempotent_error)
+        assert (r.a_status, r.b_status) == (ta.status, tb.status)
+
+
+def test_epoch_curves(engine: Engine, finished: int) -> None:
+    with session_scope(engine) as s:
+        points = queries.epoch_curves(s, finished, by=["algorithm"], metric="loss", stride=2)
+    assert [(p.group["algorithm"], p.epoch) for p in points] == [
+        (alg, e) for alg in ("modified", "ordinary") for e in (1, 3, 5)
+    ]
+    # trials 0-5 are ordinary... order follows make_grid: algorithms outermost.
+    ordinary = [2.0 * (i + 1) / 3 for i in range(6) if i != 5]
+    p = next(p for p in points if p.group["algorithm"] == "ordinary" and p.epoch == 3)
+    assert p.n == 5
+    assert p.mean == pytest.approx(statistics.mean(ordinary))
+    assert p.std == pytest.approx(statistics.stdev(ordinary))
+
+
+def test_listing_filters_and_pages(engine: Engine, finished: int) -> None:
+    add_sweep(engine, make_grid(seeds=(7,)), name="second")  # new configs: queued
+    with session_scope(engine) as s:
+        sweeps, total = queries.list_sweeps(s, limit=1)
+        assert total == 2 and [x.name for x in sweeps] == ["second"]
+        done, n_done = queries.list_sweeps(s, status="succeeded")
+        assert n_done == 1 and done[0].id == finished and done[0].progress == 1.0
+        trials, total = queries.list_trials(
+            s, finished, filters={"algorithm": "modified", "seed": [0, 1]}, limit=3, offset=1
+        )
+        assert total == 4 and len(trials) == 3
+        assert all(t.algorithm == "modified" and t.seed in (0, 1) for t in trials)
+        _, n_div = queries.list_trials(s, finished, filters={"status": "diverged"})
+        assert n_div == 1
+
+
+def test_unknown_names_are_refused(engine: Engine, finished: int) -> None:
+    with session_scope(engine) as s:
+        with pytest.raises(InvalidQuery):
+            queries.summary(s, finished, by=["algorithm; drop table trial"], metric="loss")
+        with pytest.raises(InvalidQuery):
+            queries.summary(s, finished, by=["algorithm"], metric="config")
+        with pytest.raises(InvalidQuery):
+            queries.summary(s, finished, by=[], metric="epochs_run", epoch=3)
+        with pytest.raises(InvalidQuery):
+            queries.list_trials(s, finished, filters={"config_hash": "x"})
+        with pytest.raises(NotFound):
+            queries.get_sweep(s, 10_000)
+        with pytest.raises(NotFound):
+            queries.get_trial(s, 10_000)
