@@ -287,7 +287,7 @@ def _summary_sqlite(
     xv, c, rn = inner.c.x, inner.c.c, inner.c.rn
     n = func.count(xv)
     variance = func.sum((xv - inner.c.m) * (xv - inner.c.m)) / (n - 1)
-    is_mid = and_(xv.is_not(None), or_(rn == (c + 1) / 2, rn == (c + 2) / 2))
+    is_mid = and_(xv.is_not(None), or_(rn == (c + 1) // 2, rn == (c + 2) // 2))
     stmt = (
         select(
             *g,
