@@ -181,6 +181,8 @@ class SweepSpec(_Strict):
     def _pack_true_is_ambiguous(cls, value: Any) -> Any:
         if value is True:
             raise ValueError("pack takes a group size or false (leave it out for automatic)")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 1:
+            raise ValueError("pack must be a group size of at least 1 (or false)")
         return value
 
     @field_validator("architectures", "algorithms", "learning_rates", "batches", "inits")

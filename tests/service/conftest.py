@@ -1,0 +1,54 @@
+"""Fixtures for the API tests: the real app on a fresh migrated database (each backend).
+
+``db_url`` (tests/conftest.py) gives a fresh database per test on SQLite and on
+PostgreSQL; ``make_client`` builds the real app for it with chosen settings and wraps it
+in FastAPI's TestClient (real HTTP semantics, in process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.settings import Settings
+
+SMALL_SPEC: dict[str, Any] = {
+    "name": "small",
+    "architectures": ["N1"],
+    "algorithms": ["modified", "ordinary"],
+    "learning_rates": [0.05],
+    "batches": [{"samples": 100, "batch_size": 100}],
+    "seeds": 2,
+    "epochs": 10,
+}
+
+
+@pytest.fixture
+def make_client(db_url: str, tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    """``make_client(**settings)``: a TestClient over ``create_app(Settings(...))``."""
+    from service.app import create_app
+
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        values: dict[str, Any] = {"database_url": db_url, "data_dir": tmp_path / "data"}
+        values.update(overrides)
+        settings = Settings(**values)
+        client = TestClient(create_app(settings), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    """The app with default settings (no tokens) on a fresh database."""
+    return make_client()
