@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray import tune
+from ray import cloudpickle, tune
 from sqlalchemy import Engine
 
 from idemcore.train import EpochRecord, TrialResult
@@ -96,10 +97,34 @@ def make_groups(todos: Sequence[TrialTodo], pack: int | bool | None) -> list[lis
     return [[todos[i] for i in group] for group in groups]
 
 
-def error_text(exc: BaseException | None) -> str:
+def trial_error(trial: Any) -> BaseException | str | None:
+    """The last error of a Tune trial, read from the driver's copy of its error files.
+
+    ``Trial.get_pickled_error`` reads from the storage path, which is synced later than
+    ``on_trial_error`` runs; the local files are already written.
+    """
+    try:
+        path = trial.pickled_error_file
+        if path and os.path.exists(path):
+            with open(path, "rb") as fh:
+                exc = cloudpickle.load(fh)
+            if isinstance(exc, BaseException):
+                return exc
+        path = trial.error_file
+        if path and os.path.exists(path):
+            lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+            return lines[-1] if lines else None
+    except Exception:  # an unreadable error file must not stop the status update
+        log.exception("could not read the error of Tune trial %s", trial)
+    return None
+
+
+def error_text(exc: BaseException | str | None) -> str:
     """A one-line error for the trial row: the trainable's own exception, not Ray's wrapper."""
     if exc is None:
         return "trial failed (no error recorded by Ray Tune)"
+    if isinstance(exc, str):
+        return exc.strip()
     cause = getattr(exc, "cause", None)
     inner = cause if isinstance(cause, BaseException) else exc
     text = str(inner).strip().splitlines()
@@ -115,6 +140,16 @@ def trial_name(trial: Any) -> str:
     ids = _member_ids(trial.config)
     extra = f"+{len(ids) - 1}" if len(ids) > 1 else ""
     return f"trial-{ids[0] if ids else 'none'}{extra}_{trial.trial_id}"
+
+
+def actor_ip(trial: Any) -> str | None:
+    """The IP of the Ray node whose actor runs ``trial`` (stored as ``trial.node_ip``, so a
+    sweep on a cluster shows where each attempt ran); None when Ray cannot say."""
+    try:
+        ip = trial.get_ray_actor_ip()
+    except Exception:  # the actor died already: its next attempt records the new node
+        return None
+    return str(ip) if ip else None
 
 
 class StopFlag(tune.Stopper):
@@ -160,7 +195,7 @@ class StoreCallback(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         ids = [i for i in _member_ids(trial.config) if i not in self.finished]
         with session_scope(self.engine) as session:
-            mark_trials_running(session, ids)
+            mark_trials_running(session, ids, node_ip=actor_ip(trial))
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
@@ -195,12 +230,7 @@ class StoreCallback(tune.Callback):
         self.finished.update(finals)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        exc: BaseException | None
-        try:
-            exc = trial.get_pickled_error() or trial.get_error()
-        except Exception:  # the error file may be unreadable; the status still matters
-            exc = None
-        self.fail(_member_ids(trial.config), error_text(exc))
+        self.fail(_member_ids(trial.config), error_text(trial_error(trial)))
 
     def fail(self, trial_ids: Sequence[int], error: str) -> None:
         """Members not finished yet end ``failed`` with ``error``."""
