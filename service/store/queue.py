@@ -220,6 +220,14 @@ def _epoch_insert_sql(paramstyle: str, rows: int) -> str:
     )
 
 
+_PG_EPOCH_INSERT = (
+    f"INSERT INTO epoch_metric ({', '.join(_EPOCH_INSERT_COLUMNS)}) "
+    "SELECT * FROM unnest(%s::integer[], %s::integer[], "
+    + ", ".join(["%s::double precision[]"] * len(EPOCH_COLUMNS))
+    + ") ON CONFLICT (trial_id, epoch) DO NOTHING"
+)
+
+
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -229,11 +237,18 @@ def append_epochs(session: Session, trial_id: int, records: Sequence[EpochRecord
 
     Returns the number of rows actually inserted. ``INSERT … ON CONFLICT (trial_id,
     epoch) DO NOTHING`` on both backends, so a retried batch can never duplicate rows.
-    Batches above EPOCH_ROWS_PER_STATEMENT rows go out as several statements.
+    PostgreSQL sends each column as one array (``unnest``); SQLite writes a multi-row
+    VALUES, split above EPOCH_ROWS_PER_STATEMENT rows (its bound-parameter limit).
     """
     if not records:
         return 0
     conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        # One statement however large the batch: each column travels as one array.
+        columns: list[list[Any]] = [[trial_id] * len(records), [int(r.epoch) for r in records]]
+        columns += [[_float_or_none(getattr(r, c, None)) for r in records] for c in EPOCH_COLUMNS]
+        result = conn.exec_driver_sql(_PG_EPOCH_INSERT, tuple(columns))
+        return max(int(result.rowcount), 0)
     paramstyle = conn.dialect.paramstyle
     inserted = 0
     for i in range(0, len(records), EPOCH_ROWS_PER_STATEMENT):

@@ -1,0 +1,156 @@
+"""Store benchmark on SQLite and PostgreSQL: bulk epoch inserts and SQL aggregates.
+
+    .venv/bin/python bench/store.py [--postgres-url URL] [--trials 10000] [--epochs 100]
+
+PostgreSQL is used when --postgres-url or IDEM_TEST_POSTGRES_URL is given (a maintenance
+URL; the bench creates and drops its own database). Goals (issue 3): ≥ 50,000 epoch
+rows/s inserted; the per-group aggregate over 10,000 trials < 200 ms; the aggregate
+over 1,000,000 epoch rows < 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import create_engine, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from idemcore.config import TrialConfig
+from idemcore.train import EpochRecord
+from service.store import queries, queue
+from service.store.engine import make_engine, session_scope, upgrade_database
+from service.store.models import Trial
+from service.store.status import TrialStatus
+from service.store.sweeps import create_sweep
+
+BY = ["architecture", "algorithm", "learning_rate", "batch_size"]
+
+
+def grid(n_trials: int) -> list[TrialConfig]:
+    """n_trials configs over 4 architectures × 2 algorithms × 5 lrs × 5 batch sizes × seeds."""
+    axes = itertools.product(
+        ["N1", "N2", "N3", "N4"],
+        ["ordinary", "modified"],
+        [0.001, 0.005, 0.01, 0.05, 0.1],
+        [1, 10, 100, 500, 1000],
+        range(n_trials),
+    )
+    out = []
+    for arch, alg, lr, bs, seed in axes:
+        out.append(TrialConfig(arch, alg, lr, 1000, bs, 100, seed))
+        if len(out) == n_trials:
+            break
+    return sorted(out, key=lambda c: c.seed)
+
+
+def timed(fn: Callable[[], Any], repeat: int = 5) -> float:
+    """Median wall time of ``repeat`` calls, in seconds."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run_backend(label: str, url: str, n_trials: int, epochs: int) -> dict[str, float]:
+    upgrade_database(url)
+    engine = make_engine(url)
+    configs = grid(n_trials)
+    t0 = time.perf_counter()
+    with session_scope(engine) as s:
+        sweep_id = create_sweep(s, name="bench", spec={}, priority=0, trials=configs).id
+    create_s = time.perf_counter() - t0
+    with session_scope(engine) as s:
+        ids = [t.id for t in queue.unfinished_trials(s, sweep_id)]
+    records = [
+        EpochRecord(e, 1.0 / e, 2.0 / e, 1.0, 2.0, 0.1 / e, 2.0, 1.0 / (e + 1), 0.001)
+        for e in range(1, epochs + 1)
+    ]
+    per_txn = 10  # trials per transaction; one INSERT statement per trial's batch
+    t0 = time.perf_counter()
+    for i in range(0, len(ids), per_txn):
+        with session_scope(engine) as s:
+            for trial_id in ids[i : i + per_txn]:
+                queue.append_epochs(s, trial_id, records)
+    insert_s = time.perf_counter() - t0
+    rows = len(ids) * epochs
+    with session_scope(engine) as s:
+        # Spread final values deterministically so groups have real statistics.
+        s.execute(
+            update(Trial)
+            .where(Trial.sweep_id == sweep_id)
+            .values(
+                status=TrialStatus.succeeded,
+                idempotent_error=(Trial.id % 97) / 97.0,
+                epochs_to_threshold=Trial.id % 50,
+            )
+        )
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("ANALYZE"))
+
+    def summary() -> None:
+        with session_scope(engine, readonly=True) as s:
+            queries.summary(s, sweep_id, by=BY, metric="idempotent_error")
+
+    def curves() -> None:
+        with session_scope(engine, readonly=True) as s:
+            queries.epoch_curves(s, sweep_id, by=BY, metric="idempotent_error")
+
+    summary_s = timed(summary)
+    curves_s = timed(curves, repeat=3)
+    engine.dispose()
+    print(
+        f"{label:10s} create_sweep({n_trials} trials) {create_s:6.2f} s | "
+        f"insert {rows} epoch rows {insert_s:6.2f} s = {rows / insert_s:9,.0f} rows/s | "
+        f"summary over {n_trials} trials {summary_s * 1000:7.1f} ms | "
+        f"epoch curves over {rows} rows {curves_s:6.2f} s"
+    )
+    return {"rows_per_s": rows / insert_s, "summary_s": summary_s, "curves_s": curves_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres-url", default=os.environ.get("IDEM_TEST_POSTGRES_URL"))
+    parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--epochs", type=int, default=100)
+    args = parser.parse_args()
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["sqlite"] = run_backend(
+            "sqlite", f"sqlite:///{tmp}/bench.db", args.trials, args.epochs
+        )
+    if args.postgres_url:
+        name = f"idem_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(args.postgres_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            url = make_url(args.postgres_url).set(database=name).render_as_string(False)
+            results["postgresql"] = run_backend("postgresql", url, args.trials, args.epochs)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    else:
+        print("postgresql: skipped (no --postgres-url / IDEM_TEST_POSTGRES_URL)")
+    for label, r in results.items():
+        print(
+            f"{label:10s} goals: insert {r['rows_per_s'] / 50_000:5.2f}× of 50,000 rows/s; "
+            f"summary {r['summary_s'] / 0.2:5.2f}× of the 200 ms budget; "
+            f"curves {r['curves_s'] / 2.0:5.2f}× of the 2 s budget"
+        )
+
+
+if __name__ == "__main__":
+    main()
