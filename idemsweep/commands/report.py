@@ -1,0 +1,42 @@
+"""`idem report SWEEP_ID --out DIR`: write a sweep's report page and figures.
+
+Reads the store directly (``IDEM_DATABASE_URL`` or the SQLite file under
+``IDEM_DATA_DIR``), so it works without the API running; the page is the same one
+``GET /sweeps/{id}/report`` serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from idemsweep.errors import CliError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("report", help="write a sweep's HTML report and PNG figures")
+    p.add_argument("sweep_id", type=int, metavar="SWEEP_ID")
+    p.add_argument("--out", default="report", help="output directory (default ./report)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.exceptions import IdemError
+    from service.report import build_report, load_report_data, write_report
+    from service.settings import get_settings
+    from service.store.engine import make_engine, require_current_schema, session_scope
+
+    settings = get_settings()
+    engine = make_engine(settings.db_url)
+    try:
+        require_current_schema(engine)
+        with session_scope(engine, readonly=True) as session:
+            data = load_report_data(session, args.sweep_id)
+        report = build_report(data)
+    except IdemError as exc:
+        raise CliError(exc.message) from None
+    finally:
+        engine.dispose()
+    page = write_report(report, args.out)
+    print(f"report: {page} ({len(report.figures)} figures beside it)")
+    return 0

@@ -1,0 +1,66 @@
+"""What a report is made of: the sweep, its trials and their epoch curves (frozen records).
+
+``load_report_data`` is the only function here that touches the database; everything
+downstream is a pure function of :class:`ReportData`, so the CLI and the API route build
+the same page from the same records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.store import queries
+from service.store.records import EpochRow, SweepRecord, TrialRecord
+
+PAGE = 500  # trials per list_trials call
+MAX_CURVE_POINTS = 200  # epochs read per trial curve (every k-th epoch, plus the last)
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows: the sweep, all its trials, each trial's epoch curve."""
+
+    sweep: SweepRecord
+    trials: tuple[TrialRecord, ...]
+    epochs: Mapping[int, tuple[EpochRow, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def threshold(self) -> float:
+        """The idempotent error that counts as reached (from the spec)."""
+        return float(self.sweep.spec.get("threshold", 1e-3))
+
+
+def curve_stride(epochs: int, max_points: int = MAX_CURVE_POINTS) -> int:
+    """Read every k-th epoch so a curve has at most about ``max_points`` points."""
+    return max(1, -(-epochs // max_points))
+
+
+def load_report_data(session: Session, sweep_id: int) -> ReportData:
+    """Read sweep ``sweep_id`` with every trial and its (strided) epoch curve.
+
+    Raises ``service.exceptions.NotFound`` for an unknown sweep.
+    """
+    sweep = queries.get_sweep(session, sweep_id)
+    trials: list[TrialRecord] = []
+    while True:
+        page, total = queries.list_trials(session, sweep_id, offset=len(trials), limit=PAGE)
+        trials.extend(page)
+        if not page or len(trials) >= total:
+            break
+    stride = curve_stride(int(sweep.spec.get("epochs", 1)))
+    epochs: dict[int, tuple[EpochRow, ...]] = {}
+    for trial in trials:
+        if trial.status in ("pending", "cancelled"):
+            continue
+        epochs[trial.id] = tuple(queries.trial_epochs(session, trial.id, stride=stride))
+    return ReportData(sweep=sweep, trials=tuple(trials), epochs=MappingProxyType(epochs))
+
+
+def spec_value(spec: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """A field of the stored spec (the spec is stored as submitted, after validation)."""
+    return spec.get(key, default)

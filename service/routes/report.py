@@ -1,0 +1,30 @@
+"""The sweep report page: ``GET /sweeps/{id}/report`` (self-contained HTML)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+from service.deps import ReadSessionDep
+from service.report import build_report, load_report_data
+from service.schemas import ErrorPublic
+
+router = APIRouter(prefix="/sweeps", tags=["report"])
+
+PAGE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "the report page, figures embedded"},
+    404: {"model": ErrorPublic, "description": "no such sweep"},
+}
+
+
+@router.get("/{sweep_id}/report", response_class=HTMLResponse, responses=PAGE)
+def sweep_report(sweep_id: int, session: ReadSessionDep) -> HTMLResponse:
+    """One HTML page answering the note's claims for this sweep (same as `idem report`).
+
+    A plain ``def``: FastAPI runs it in the thread pool, so drawing the figures does not
+    block the event loop.
+    """
+    report = build_report(load_report_data(session, sweep_id))
+    return HTMLResponse(report.html)
