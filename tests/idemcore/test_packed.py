@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import fields, replace
 
 import pytest
+import torch
 
 from idemcore.config import TrialConfig
 from idemcore.packed import (
@@ -19,6 +21,15 @@ from idemcore.packed import (
 from idemcore.train import EpochRecord, Training, TrialResult
 
 LRS = (0.05, 0.01, 0.002)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny nets: OpenMP threads only add contention (tests share a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def base(arch: str = "N1", algorithm: str = "modified", **kw: object) -> TrialConfig:
