@@ -95,6 +95,29 @@ class M1(Algorithm):
         return loss
 
 
+def gradient_with_graph(
+    net: nn.Module, x: torch.Tensor, algorithm: str
+) -> tuple[torch.Tensor, ...]:
+    """The parameter gradients of one step, built with ``create_graph=True``.
+
+    For rendering the computation like the note's §2.2 sanity check (``idem graph``):
+    ``ordinary`` differentiates E through both applications of n; ``modified`` computes
+    Δn with graph (as the note's ``E.backward`` does under ``create_graph``) and chains
+    -Δn/m through y = n(x) only. Not used for training: the steps above keep no graph.
+    """
+    params = list(net.parameters())
+    y = net(x)  # (m, d)
+    if algorithm == "ordinary":
+        loss = torch.mean((net(y) - y) ** 2)
+        return torch.autograd.grad(loss, params, create_graph=True)
+    if algorithm == "modified":
+        y2 = net(y)
+        y3 = net(y2)
+        cotangent = -(3 * y2 - 2 * y3 - y) / x.shape[0]
+        return torch.autograd.grad(y, params, grad_outputs=cotangent, create_graph=True)
+    raise ConfigError(f"algorithm: no gradient graph for {algorithm!r}; use ordinary or modified")
+
+
 ALGORITHM_CLASSES: dict[str, type[Algorithm]] = {cls.name: cls for cls in (Ordinary, Modified, M1)}
 
 
