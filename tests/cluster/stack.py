@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ class Stack:
     pg: Postgres
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     engine: sa.Engine | None = None
-    specs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="idem-specs-")))
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="idem-cluster-")))
 
     @property
     def api_url(self) -> str:
@@ -54,6 +55,7 @@ class Stack:
         """Environment of ``idem api`` and ``idem worker`` in the head namespace."""
         return {
             "IDEM_DATABASE_URL": self.pg.url(self.topo.ip("bridge")),
+            "IDEM_DATA_DIR": str(self.workdir / "data"),  # Tune's results, not the repo
             "IDEM_API_TOKENS": json.dumps([self.token]),
             "IDEM_HEARTBEAT_INTERVAL_S": "1",
             "IDEM_REPORT_EVERY": "5",
@@ -96,12 +98,13 @@ class Stack:
             self.topo.down()
         finally:
             self.pg.stop()
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # --- using it ----------------------------------------------------------------------
 
     def submit(self, spec: dict[str, Any]) -> int:
         """``idem submit`` from the root namespace, over the bridge; the new sweep's id."""
-        path = self.specs / f"{spec['name']}.json"
+        path = self.workdir / f"{spec['name']}.json"
         path.write_text(json.dumps(spec))
         done = subprocess.run(
             [str(VENV_BIN / "idem"), "submit", str(path)],

@@ -19,13 +19,17 @@ pytestmark = pytest.mark.slow
 
 
 def spec(name: str, *, seeds: list[int], epochs: int, gpu: float = 0.0) -> dict[str, Any]:
-    """A small sweep: N1 × ordinary/modified × seeds, one Ray trial per config (no packing)."""
+    """A small sweep: N1 × ordinary/modified × seeds, one Ray trial per config (no packing).
+
+    1,000 samples in batches of 100: 150 epochs take a few seconds, long enough that the
+    trials overlap and every node's Tune actor gets work.
+    """
     return {
         "name": name,
         "architectures": ["N1"],
         "algorithms": ["ordinary", "modified"],
         "learning_rates": [0.05],
-        "batches": [{"samples": 500, "batch_size": 100}],
+        "batches": [{"samples": 1000, "batch_size": 100}],
         "seeds": seeds,
         "epochs": epochs,
         "eval_samples": 200,
@@ -35,20 +39,22 @@ def spec(name: str, *, seeds: list[int], epochs: int, gpu: float = 0.0) -> dict[
 
 
 def assert_every_epoch_once(cluster: Stack, sweep_id: int, epochs: int) -> None:
-    """Every trial succeeded, with exactly ``epochs`` epoch rows numbered 1..epochs."""
+    """Every trial finished (succeeded, or diverged: that is a result) with its epoch rows
+    1..epochs_run each exactly once; a succeeded trial ran all ``epochs``."""
     rows = cluster.sql(
         """
-        SELECT t.id, t.status, COUNT(e.epoch), COUNT(DISTINCT e.epoch), MIN(e.epoch),
-               MAX(e.epoch)
+        SELECT t.id, t.status, t.epochs_run, COUNT(e.epoch), COUNT(DISTINCT e.epoch),
+               MIN(e.epoch), MAX(e.epoch)
         FROM trial t LEFT JOIN epoch_metric e ON e.trial_id = t.id
-        WHERE t.sweep_id = :id GROUP BY t.id, t.status ORDER BY t.id
+        WHERE t.sweep_id = :id GROUP BY t.id, t.status, t.epochs_run ORDER BY t.id
         """,
         id=sweep_id,
     )
     assert rows
-    for trial_id, status, n, distinct, first, last in rows:
-        assert status == "succeeded", f"trial {trial_id} is {status}"
-        assert (n, distinct, first, last) == (epochs, epochs, 1, epochs), f"trial {trial_id}"
+    for trial_id, status, run, n, distinct, first, last in rows:
+        assert status in ("succeeded", "diverged"), f"trial {trial_id} is {status}"
+        assert run == epochs or status == "diverged", f"trial {trial_id} ran {run} epochs"
+        assert (n, distinct, first, last) == (run, run, 1, run), f"trial {trial_id}"
 
 
 def test_trials_spread_over_nodes(cluster: Stack) -> None:
@@ -61,7 +67,7 @@ def test_trials_spread_over_nodes(cluster: Stack) -> None:
     assert by_ip[node2]["resources"].get("GPU") == 1
     assert "GPU" not in by_ip[head]["resources"]
 
-    epochs = 20
+    epochs = 150
     sweep_id = cluster.submit(spec("spread", seeds=list(range(5)), epochs=epochs))
     assert cluster.wait_sweep(sweep_id, timeout=150) == "succeeded"
 
@@ -92,8 +98,8 @@ def test_gpu_trial_goes_to_the_gpu_node_and_fails_clearly(cluster: Stack) -> Non
 
 def test_node_lost_mid_sweep(cluster: Stack) -> None:
     node1 = cluster.topo.ip("node1")
-    epochs = 400  # several seconds per trial: node1 dies while its trial is running
-    sweep_id = cluster.submit(spec("node-loss", seeds=list(range(100, 106)), epochs=epochs))
+    epochs = 300  # several seconds per trial: node1 dies while its trial is running
+    sweep_id = cluster.submit(spec("node-loss", seeds=list(range(100, 103)), epochs=epochs))
 
     def trial_running_on_node1() -> list[Any]:
         return cluster.sql(
