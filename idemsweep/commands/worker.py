@@ -46,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
         worker.register()
     except SchemaNotCurrent as exc:
         raise CliError(str(exc)) from None
-    # Our handlers stay in place during Tuner.fit(): SIGTERM and Ctrl+C both stop the
-    # running experiment and give the sweep back to the queue.
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    worker.dashboard_url = ensure_ray(args.ray_address or settings.ray_address)
+    # After ray.init (which installs its own SIGTERM handler), and kept during
+    # Tuner.fit(): SIGTERM and Ctrl+C stop the running experiment and give the sweep
+    # back to the queue.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
-    worker.dashboard_url = ensure_ray(args.ray_address or settings.ray_address)
     print(f"idem worker {worker.worker_id}: store {engine.url.render_as_string()}", flush=True)
     print(dashboard_help(worker.dashboard_url), flush=True)
     outcomes = worker.run(once=args.once)
