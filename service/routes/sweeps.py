@@ -61,11 +61,13 @@ def submit_sweep(
     response is stored under the key in the same transaction as the sweep, and a retry
     gets that first response back instead of a second sweep.
     """
+    # Validate first: on SQLite the first statement takes the write lock, and checking a
+    # data file can take a moment that the workers' writes should not wait for.
+    configs, skipped = expand_grid(spec, settings)
     if idempotency_key is not None:
         first = store_sweeps.lookup_idempotency_key(session, idempotency_key)
         if first is not None:
             return JSONResponse(first, status_code=201, headers={"Idempotent-Replayed": "true"})
-    configs, skipped = expand_grid(spec, settings)
     skipped_pairs = [SkippedPair(**s) for s in skipped]
 
     def response_for(created: Any) -> dict[str, Any]:
