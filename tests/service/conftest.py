@@ -52,3 +52,18 @@ def make_client(db_url: str, tmp_path: Path) -> Iterator[Callable[..., TestClien
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     """The app with default settings (no tokens) on a fresh database."""
     return make_client()
+
+
+@pytest.fixture
+def sqlite_client(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    """The app on a fresh migrated SQLite database (for tests that need one backend)."""
+    import shutil
+
+    from service.app import create_app
+
+    template: Path = request.getfixturevalue("sqlite_template")
+    path = tmp_path / "fuzz.db"
+    shutil.copyfile(template, path)
+    settings = Settings(database_url=f"sqlite:///{path}", data_dir=tmp_path / "data")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
