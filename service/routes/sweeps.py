@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from service.deps import ReadSessionDep, SessionDep, SettingsDep, WriteAccess
 from service.exceptions import DuplicateIdempotencyKey
+from service.faultpoints import pause_point
 from service.schemas import (
     CancelAccepted,
     ErrorPublic,
@@ -90,6 +91,7 @@ def submit_sweep(
         if first is None:
             raise
         return JSONResponse(first, status_code=201, headers={"Idempotent-Replayed": "true"})
+    pause_point("submit-before-commit")  # tests only (service/faultpoints.py)
     return _created(created, skipped_pairs)
 
 
