@@ -22,12 +22,14 @@ from typing import Any
 
 from ray import cloudpickle, tune
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from idemcore.train import EpochRecord, TrialResult
-from service.store.engine import session_scope
+from service.faultpoints import pause_point
 from service.store.queue import append_epochs, finish_trial, mark_trials_running
 from service.store.records import TrialTodo
 from service.store.status import TrialStatus
+from workers.store_retry import in_transaction
 from workers.trainable import GPU_KEY, GROUP_KEY, REPORT_EVERY_KEY
 
 log = logging.getLogger(__name__)
@@ -194,8 +196,8 @@ class StoreCallback(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         ids = [i for i in _member_ids(trial.config) if i not in self.finished]
-        with session_scope(self.engine) as session:
-            mark_trials_running(session, ids, node_ip=actor_ip(trial))
+        ip = actor_ip(trial)
+        in_transaction(self.engine, lambda s: mark_trials_running(s, ids, node_ip=ip))
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
@@ -209,10 +211,12 @@ class StoreCallback(tune.Callback):
             for b in result.get("batch") or []
         }
         finals = {int(f["trial_id"]): f for f in result.get("final") or []}
-        with session_scope(self.engine) as session:
+
+        def write(session: Session) -> int:
+            rows = 0
             for tid, records in batches.items():
                 if tid not in finals and tid not in self.finished:
-                    self.rows_written += append_epochs(session, tid, records)
+                    rows += append_epochs(session, tid, records)
             for tid, final in finals.items():
                 if tid in self.finished:
                     continue
@@ -227,6 +231,11 @@ class StoreCallback(tune.Callback):
                     None,
                     records=batches.get(tid, []),
                 )
+            pause_point("epochs-before-commit")  # tests only (service/faultpoints.py)
+            return rows
+
+        self.rows_written += in_transaction(self.engine, write, what="epoch batch")
+        pause_point("epochs-after-commit")
         self.finished.update(finals)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -237,9 +246,12 @@ class StoreCallback(tune.Callback):
         ids = [i for i in trial_ids if i not in self.finished]
         if not ids:
             return
-        with session_scope(self.engine) as session:
+
+        def write(session: Session) -> None:
             for tid in ids:
                 finish_trial(session, tid, TrialStatus.failed, None, error)
+
+        in_transaction(self.engine, write, what="failed trials")
         self.finished.update(ids)
 
 

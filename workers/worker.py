@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from service.exceptions import LeaseLost
 from service.settings import Settings
@@ -35,7 +36,8 @@ from service.store.queue import (
     unfinished_trials,
     worker_heartbeat,
 )
-from service.store.records import ClaimedSweep
+from service.store.records import ClaimedSweep, TrialTodo
+from workers.store_retry import in_transaction, retrying
 
 log = logging.getLogger(__name__)
 
@@ -192,13 +194,18 @@ class Worker:
 
     def claim(self) -> ClaimedSweep | None:
         """Requeue stalled sweeps (dead workers), then claim the best queued one."""
-        assert self.worker_id is not None
-        with session_scope(self.engine) as session:
-            requeued = requeue_stalled(session, self.settings.lease_timeout_s)
-            worker_heartbeat(session, self.worker_id)
+        worker_id = self.worker_id
+        assert worker_id is not None
+
+        def requeue(session: Session) -> list[int]:
+            ids = requeue_stalled(session, self.settings.lease_timeout_s)
+            worker_heartbeat(session, worker_id)
+            return ids
+
+        requeued = in_transaction(self.engine, requeue, what="requeue")
         if requeued:
             log.info("requeued stalled sweeps %s", requeued)
-        return claim_sweep(self.engine, self.worker_id)
+        return retrying(lambda: claim_sweep(self.engine, worker_id), what="claim")
 
     def process(self, claimed: ClaimedSweep) -> SweepOutcome:
         """Run one claimed sweep to its end (or until stopped) and settle its state."""
@@ -221,9 +228,12 @@ class Worker:
         log.info("sweep %s (%s): claimed, Tune experiment %s", claimed.id, claimed.name, experiment)
         heartbeat.start()
         try:
-            with session_scope(self.engine) as session:
+
+            def start(session: Session) -> list[TrialTodo]:
                 set_ray_info(session, claimed.id, experiment, self.dashboard_url)
-                todos = unfinished_trials(session, claimed.id)
+                return unfinished_trials(session, claimed.id)
+
+            todos = in_transaction(self.engine, start, what="sweep start")
             run_tune(
                 self.engine,
                 sweep_id=claimed.id,
@@ -253,17 +263,19 @@ class Worker:
         reason = heartbeat.reason
         if reason is None and self.terminate.is_set():
             reason = "terminate"
+        worker_id = self.worker_id
+
+        def settle(session: Session) -> str:
+            if reason == "terminate":
+                # A cancel that arrived meanwhile wins over giving the sweep back.
+                if sweep_heartbeat(session, sweep_id, worker_id):
+                    return finish_sweep(session, sweep_id, worker_id).value
+                release_sweep(session, sweep_id, worker_id)
+                return "released"
+            return finish_sweep(session, sweep_id, worker_id).value
+
         try:
-            with session_scope(self.engine) as session:
-                if reason == "terminate":
-                    # A cancel that arrived meanwhile wins over giving the sweep back.
-                    if sweep_heartbeat(session, sweep_id, self.worker_id):
-                        status = finish_sweep(session, sweep_id, self.worker_id).value
-                    else:
-                        release_sweep(session, sweep_id, self.worker_id)
-                        status = "released"
-                else:
-                    status = finish_sweep(session, sweep_id, self.worker_id).value
+            status = in_transaction(self.engine, settle, what="sweep end")
         except LeaseLost:
             status = "lease-lost"
         log.info("sweep %s: %s", sweep_id, status)

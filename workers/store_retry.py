@@ -1,0 +1,67 @@
+"""Store transactions that survive a database restart: retried on connection errors.
+
+A worker must not lose a sweep because PostgreSQL restarted (or SQLite stayed locked past
+its busy timeout) for a moment. :func:`in_transaction` runs one unit of work in its own
+``session_scope`` and, when the database connection fails, rolls back and runs it again
+after a short backoff, for up to ``timeout_s``. The engine's ``pool_pre_ping`` replaces
+the dead pooled connections. Every unit retried this way is safe to run twice once it was
+rolled back: epoch batches are ``ON CONFLICT DO NOTHING`` and status changes are guarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from service.store.engine import session_scope
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_TIMEOUT_S = 120.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a lost or refused database connection (worth retrying)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retrying(fn: Callable[[], T], *, what: str, timeout_s: float = RETRY_TIMEOUT_S) -> T:
+    """``fn()``, called again after a backoff while it fails with a transient error."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: database unavailable (%s); retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def in_transaction(
+    engine: Engine,
+    work: Callable[[Session], T],
+    *,
+    what: str = "store write",
+    timeout_s: float = RETRY_TIMEOUT_S,
+) -> T:
+    """``work(session)`` in one committed transaction, retried while the database is away
+    (each try is a fresh ``session_scope``: a failed try was rolled back)."""
+
+    def once() -> T:
+        with session_scope(engine) as session:
+            return work(session)
+
+    return retrying(once, what=what, timeout_s=timeout_s)
