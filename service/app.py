@@ -17,6 +17,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idemcore import __version__
@@ -118,6 +119,17 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+def database_is_away(exc: OperationalError) -> bool:
+    """A lost/refused connection (psycopg's OperationalError) or a locked SQLite file, as
+    opposed to a broken statement (SQLite reports "no such table" as OperationalError too)."""
+    orig = exc.orig
+    return (
+        bool(exc.connection_invalidated)
+        or type(orig).__module__.startswith("psycopg")
+        or "database is locked" in str(orig)
+    )
+
+
 def _add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(FieldInvalid)
     async def field_invalid(request: Request, exc: FieldInvalid) -> JSONResponse:
@@ -132,6 +144,19 @@ def _add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _clean_validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # The database restarted or is locked: transient, so 503 and a hint to retry (the
+        # pool's pre-ping reconnects on the next request). No exception text is echoed.
+        if not database_is_away(exc):
+            return await unexpected(request, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": "database unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
