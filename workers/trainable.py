@@ -80,14 +80,17 @@ def choose_device(gpu: float) -> torch.device:
     silently training on the CPU.
     """
     if gpu > 0:
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"CUDA not available: the trial asked for gpu={gpu} but this node's torch "
+                f"{torch.__version__} sees no CUDA device"
+            )
         import ray
 
-        gpu_ids = ray.get_gpu_ids()
-        if not gpu_ids or not torch.cuda.is_available():
-            raise RuntimeError(
-                f"CUDA not available: the trial asked for gpu={gpu}, Ray assigned GPUs "
-                f"{list(gpu_ids)}, torch.cuda.is_available()={torch.cuda.is_available()}"
-            )
+        # Only inside Ray: outside, ray.get_gpu_ids() would start a whole local cluster.
+        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+        if not gpu_ids:
+            raise RuntimeError(f"CUDA not available: Ray assigned no GPU (asked for gpu={gpu})")
         return torch.device("cuda")
     torch.set_num_threads(1)
     return torch.device("cpu")
