@@ -116,6 +116,14 @@ class TrialConfig:
         ]
         return "custom:" + "-".join(str(s) for s in sizes)
 
+    @property
+    def init_label(self) -> str:
+        """The init scheme with its parameters, the label stored in ``trial.init``:
+        ``"default"``, ``"orthogonal"``, ``"normal(std=0.1)"``, with ``" gain=1.5"``
+        appended when the gain is not 1 (so summaries never pool different inits)."""
+        label = f"normal(std={self.init_std:g})" if self.init == "normal" else self.init
+        return label if self.gain == 1.0 else f"{label} gain={self.gain:g}"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; ``TrialConfig.from_dict(c.to_dict()) == c``."""
         out: dict[str, Any] = {}

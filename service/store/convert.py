@@ -38,7 +38,7 @@ def trial_row(sweep_id: int, config: TrialConfig) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "seed": config.seed,
         "data": config.data,
-        "init": config.init,
+        "init": config.init_label,
         "config_hash": config.config_hash(),
         "pair_key": pair_key(config),
         "status": TrialStatus.pending,
