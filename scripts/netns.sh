@@ -102,7 +102,7 @@ _netns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qxF -- "$
 
 # netns_pids NODE: pids of every process in the node's namespace (one per line).
 netns_pids() {
-  ip netns pids "$(netns_name "$1")" 2>/dev/null
+  ip netns pids "$(netns_name "$1")" 2>/dev/null || true
 }
 
 # netns_kill NODE [SIGNAL]: signal every process in the namespace (default KILL), by pid,
@@ -113,7 +113,7 @@ netns_kill() {
     pids=$(netns_pids "$node")
     [[ -z $pids ]] && return 0
     # shellcheck disable=SC2086
-    kill -s "$sig" $pids 2>/dev/null
+    kill -s "$sig" $pids 2>/dev/null || true # some may have exited meanwhile
     sleep 0.3
   done
   pids=$(netns_pids "$node")
@@ -121,7 +121,8 @@ netns_kill() {
 }
 
 # netns_down: TERM then KILL every process in every namespace, delete the namespaces, the
-# bridge and the Ray temp dirs. Safe to call twice and after a partial netns_up.
+# bridge and the Ray temp dirs. Safe to call twice, after a partial netns_up, and under
+# `set -e` (from an EXIT trap): no step's failure stops the ones after it.
 netns_down() {
   local node ns pids
   for node in "${NETNS_NODES[@]}"; do
@@ -129,17 +130,20 @@ netns_down() {
     _netns_exists "$ns" || continue
     pids=$(netns_pids "$node")
     # shellcheck disable=SC2086
-    [[ -n $pids ]] && kill -TERM $pids 2>/dev/null
+    if [[ -n $pids ]]; then kill -TERM $pids 2>/dev/null || true; fi
   done
   sleep 0.5
   for node in "${NETNS_NODES[@]}"; do
     ns=$(netns_name "$node")
     _netns_exists "$ns" || continue
-    netns_kill "$node" KILL
-    ip netns del "$ns" 2>/dev/null
-    ip link del "$(_netns_veth "$node")" 2>/dev/null
+    netns_kill "$node" KILL || true
+    ip netns del "$ns" 2>/dev/null || true
   done
-  ip link del "$(netns_bridge)" 2>/dev/null
-  [[ -n $NETNS_TMP && $NETNS_TMP == /tmp/* ]] && rm -rf "$NETNS_TMP"
+  # Deleting a namespace deletes its veth pair; a half-made pair may be left in the root.
+  for node in "${NETNS_NODES[@]}"; do
+    ip link del "$(_netns_veth "$node")" 2>/dev/null || true
+  done
+  ip link del "$(netns_bridge)" 2>/dev/null || true
+  if [[ -n $NETNS_TMP && $NETNS_TMP == /tmp/* ]]; then rm -rf "$NETNS_TMP"; fi
   return 0
 }

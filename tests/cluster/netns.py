@@ -47,10 +47,15 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def without_proxies(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without proxy variables: every address here is on the bridge or loopback,
-    and a proxy would send the API's traffic somewhere else."""
-    return {k: v for k, v in env.items() if not k.lower().endswith("_proxy")}
+def clean_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without what would point our processes elsewhere: proxies (every address
+    here is on the bridge or loopback), ``RAY_ADDRESS`` (set by a Ray the test session may
+    have started) and ``IDEM_*`` settings of the surrounding test run."""
+    return {
+        k: v
+        for k, v in env.items()
+        if not k.lower().endswith("_proxy") and k != "RAY_ADDRESS" and not k.startswith("IDEM_")
+    }
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
@@ -82,7 +87,7 @@ class Topology:
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment for the shell helpers (and anything run inside a namespace)."""
         return {
-            **without_proxies(os.environ),
+            **clean_env(os.environ),
             **RAY_ENV,
             "NETNS_PREFIX": self.prefix,
             "NETNS_SUBNET": self.subnet,
