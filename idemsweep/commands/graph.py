@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
             "graphviz's 'dot' is not installed: apt-get install graphviz (scripts/setup.sh does)"
         )
 
+    import warnings
+
     import torch
     from torchviz import make_dot
 
@@ -51,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
     x = torch.randn(args.batch, dim, generator=torch.Generator().manual_seed(args.seed))
     grads = gradient_with_graph(net, x.to(torch.float64), args.algorithm)
     # The first layer's weight gradient, as in the note (net.main[0].weight.grad).
-    dot = make_dot(grads[0], params=dict(net.named_parameters()), show_attrs=True, show_saved=True)
+    with warnings.catch_warnings():  # torchviz 0.0.3 still uses distutils' LooseVersion
+        warnings.simplefilter("ignore", DeprecationWarning)
+        dot = make_dot(
+            grads[0], params=dict(net.named_parameters()), show_attrs=True, show_saved=True
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dot":
         out.write_text(dot.source)
