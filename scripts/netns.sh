@@ -83,7 +83,8 @@ netns_exec() {
 # netns_ray_head [ARGS...]: the Ray head in "head" (GCS on HEAD:6379, 1 CPU, no dashboard).
 # Faster node-death detection (1 s health checks, 3 misses) so a lost node is noticed quickly.
 netns_ray_head() {
-  netns_exec head env RAY_health_check_period_ms=1000 RAY_health_check_failure_threshold=3 \
+  _netns_ray_retry head env RAY_health_check_period_ms=1000 \
+    RAY_health_check_failure_threshold=3 \
     "$NETNS_RAY" start --head --node-ip-address "$(netns_ip head)" --port 6379 \
     --num-cpus 1 --num-gpus 0 --include-dashboard false --disable-usage-stats \
     --object-store-memory 100000000 --temp-dir "$NETNS_TMP/head" "$@"
@@ -93,9 +94,22 @@ netns_ray_head() {
 netns_ray_node() {
   local node=$1
   shift
-  netns_exec "$node" "$NETNS_RAY" start --address "$(netns_ip head):6379" \
+  _netns_ray_retry "$node" "$NETNS_RAY" start --address "$(netns_ip head):6379" \
     --node-ip-address "$(netns_ip "$node")" --num-cpus 1 --disable-usage-stats \
     --object-store-memory 100000000 --temp-dir "$NETNS_TMP/$node" "$@"
+}
+
+# _netns_ray_retry NODE CMD...: `ray start` gives a raylet 30 s to register with the GCS;
+# on a loaded machine that can pass. Then kill what the attempt left in the (otherwise
+# empty) namespace, by pid, and try once more.
+_netns_ray_retry() {
+  local node=$1
+  shift
+  netns_exec "$node" "$@" && return 0
+  echo "netns: ray start in $node failed; killing its processes and retrying once" >&2
+  netns_kill "$node" KILL || true
+  rm -rf "${NETNS_TMP:?}/$node"
+  netns_exec "$node" "$@"
 }
 
 _netns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qxF -- "$1"; }
