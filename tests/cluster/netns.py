@@ -155,9 +155,9 @@ class Topology:
 
         One at a time: two raylets registering at once on a loaded 2-core machine can miss
         ``ray start``'s 30 s registration window (``netns.sh`` also retries once)."""
-        self.sh("netns_ray_head")
-        self.sh("netns_ray_node", "node1", "--resources", '{"node1": 1}')
-        self.sh("netns_ray_node", "node2", "--num-gpus", "1")
+        self.sh("netns_ray_head", timeout=180)
+        self.sh("netns_ray_node", "node1", "--resources", '{"node1": 1}', timeout=180)
+        self.sh("netns_ray_node", "node2", "--num-gpus", "1", timeout=180)
 
     def pids(self, node: str) -> list[int]:
         """Pids of every process inside ``node``'s namespace."""
