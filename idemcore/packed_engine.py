@@ -118,10 +118,16 @@ class StackedNet:
         return grads_rev, (g if need_input_grad else None)
 
 
+def _mean_square(diff: torch.Tensor) -> torch.Tensor:
+    """Per-member mean(diff^2) over (d, m): shape (P,). A batched dot product, so no
+    (P, d, m) temporary is allocated."""
+    flat = diff.reshape(diff.shape[0], 1, -1)  # (P, 1, d*m)
+    return torch.bmm(flat, flat.transpose(1, 2)).view(-1) / flat.shape[2]
+
+
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-member mean((a - b)^2) over (d, m): shape (P,)."""
-    diff = a - b
-    return (diff * diff).mean(dim=(1, 2))
+    return _mean_square(a - b)
 
 
 def step(net: StackedNet, algorithm: str, x: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
@@ -134,7 +140,7 @@ def step(net: StackedNet, algorithm: str, x: torch.Tensor, lr: torch.Tensor) -> 
         y, cache1 = net.forward_cached(x)
         y2, cache2 = net.forward_cached(y)
         resid = y2 - y
-        loss = (resid * resid).mean(dim=(1, 2))
+        loss = _mean_square(resid)
         g2 = resid * (2.0 / resid[0].numel())  # dE/dn(y) for a mean over d*m elements
         grads2, gy = net.backward(cache2, g2, need_input_grad=True)
         assert gy is not None
@@ -145,8 +151,10 @@ def step(net: StackedNet, algorithm: str, x: torch.Tensor, lr: torch.Tensor) -> 
         y, cache1 = net.forward_cached(x)
         y2 = net.forward(y)
         y3 = net.forward(y2)
-        loss = _mse(y2, y)
-        cotangent = (3 * y2 - 2 * y3 - y).div_(-m)  # dE/dy := -Δn / m
+        diff = y2 - y  # the loss's residual, reused for Δn
+        loss = _mean_square(diff)
+        # -Δn = -(3 y2 - 2 y3 - y) = 2 (y3 - y2) - (y2 - y), in place on fresh buffers
+        cotangent = y3.sub_(y2).mul_(2).sub_(diff).div_(m)  # dE/dy := -Δn / m
         grads, _ = net.backward(cache1, cotangent)
     else:
         raise ValueError(f"algorithm: unknown {algorithm!r}")
