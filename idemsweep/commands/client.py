@@ -121,6 +121,8 @@ def read_spec(path: str) -> dict[str, Any]:
         text = p.read_text()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: not a UTF-8 text file") from None
     if p.suffix == ".json":
         try:
             data = json.loads(text)
@@ -140,6 +142,10 @@ def read_spec(path: str) -> dict[str, Any]:
         raise CliError(f"{path}: the spec must be a .json, .yaml or .yml file")
     if not isinstance(data, dict):
         raise CliError(f"{path}: the spec must be a mapping of fields, got {type(data).__name__}")
+    try:  # YAML can hold what JSON cannot (recursive anchors, dates): refuse it here
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"{path}: the spec must be plain JSON-like data: {exc}") from None
     return data
 
 
