@@ -17,7 +17,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idemcore import __version__
@@ -144,6 +144,18 @@ def _add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _clean_validation_errors(exc.errors())}, status_code=422)
+
+    async def number_out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # An id or filter past the columns' integer range (32 bits on PostgreSQL, which
+        # refuses to cast it; 64 bits on SQLite, whose driver cannot bind it): no stored
+        # row can match such a number, so it is the client's error (422), not a 500.
+        if isinstance(exc, DataError) and type(exc.orig).__name__ != "NumericValueOutOfRange":
+            return await unexpected(request, exc)
+        detail = {"loc": ["request"], "msg": "a number is out of range", "type": "value_error"}
+        return JSONResponse({"detail": [detail]}, status_code=422)
+
+    app.add_exception_handler(OverflowError, number_out_of_range)
+    app.add_exception_handler(DataError, number_out_of_range)
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
