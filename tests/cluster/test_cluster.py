@@ -112,17 +112,20 @@ def test_node_lost_mid_sweep(cluster: Stack) -> None:
             ip=node1,
         )
 
-    [(lost_trial,), *_] = wait_for("a trial running on node1", trial_running_on_node1, 90, 0.2)
+    wait_for("a trial running on node1", trial_running_on_node1, 90, 0.2)
     killed = cluster.topo.kill("node1")
     assert killed, "node1 had no processes to kill"
     assert cluster.topo.pids("node1") == []
+    lost = [trial_id for (trial_id,) in trial_running_on_node1()]
+    assert lost, "node1's trial finished just before the kill: nothing was lost"
 
     assert cluster.wait_sweep(sweep_id, timeout=150) == "succeeded"
     assert_every_epoch_once(cluster, sweep_id, epochs)
-    [(attempts, node_ip)] = cluster.sql(
-        "SELECT attempts, node_ip FROM trial WHERE id = :id", id=lost_trial
-    )
-    assert attempts >= 2, "the lost trial was not retried"
-    assert node_ip != node1, "the lost trial's final run is recorded on the dead node"
+    for trial_id in lost:
+        [(attempts, node_ip)] = cluster.sql(
+            "SELECT attempts, node_ip FROM trial WHERE id = :id", id=trial_id
+        )
+        assert attempts >= 2, f"lost trial {trial_id} was not retried"
+        assert node_ip != node1, f"lost trial {trial_id} is recorded on the dead node"
     dead = [n for n in cluster.ray_nodes() if n["ip"] == node1]
     assert dead and not any(n["alive"] for n in dead)
