@@ -125,23 +125,24 @@ def _fmt_lr(lr: float) -> str:
 def compare(data: ReportData, a: str, b: str, analysis: SettingAnalysis) -> Comparison:
     """Answer both claims for ``a`` against ``b`` in one setting."""
     out: dict[str, list[Outcome]] = {ERROR.name: [], EPOCHS.name: []}
+    t = data.threshold
     lrs = analysis.learning_rates
     for metric in (ERROR, EPOCHS):
         pooled: list[Pair] = []
         for lr in lrs:
             pairs = pair_by_seed(analysis.runs(a, lr), analysis.runs(b, lr))
             pooled += pairs
-            out[metric.name].append(answer("lr", f"lr {_fmt_lr(lr)}", pairs, metric))
-        out[metric.name].append(answer("equal lr", "all learning rates", pooled, metric))
+            out[metric.name].append(answer("lr", f"lr {_fmt_lr(lr)}", pairs, metric, t))
+        out[metric.name].append(answer("equal lr", "all learning rates", pooled, metric, t))
         best_a = best_lr({lr: analysis.runs(a, lr) for lr in lrs if analysis.runs(a, lr)}, metric)
         best_b = best_lr({lr: analysis.runs(b, lr) for lr in lrs if analysis.runs(b, lr)}, metric)
         if best_a is not None and best_b is not None:
             pairs = pair_by_seed(analysis.runs(a, best_a), analysis.runs(b, best_b))
             label = f"{a} at lr {_fmt_lr(best_a)} vs {b} at lr {_fmt_lr(best_b)}"
-            out[metric.name].append(answer("best lr", label, pairs, metric))
+            out[metric.name].append(answer("best lr", label, pairs, metric, t))
         matched, labels = _matched_pairs(analysis, a, b)
         label = "; ".join(labels) if labels else "no learning rates with matching steps"
-        out[metric.name].append(answer("matched step", label, matched, metric))
+        out[metric.name].append(answer("matched step", label, matched, metric, t))
     return Comparison(a, b, tuple(out[ERROR.name]), tuple(out[EPOCHS.name]))
 
 

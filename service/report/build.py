@@ -33,9 +33,9 @@ def build_report(data: ReportData) -> Report:
     images: dict[str, bytes] = {}
     if settings:
         images["kinds.png"] = kinds_figure(settings)
-        images["image_dim.png"] = image_dim_strip(settings)
+        images["image_dim.png"] = image_dim_strip(settings, data.threshold)
         images["error_strip.png"] = error_strip(settings, data.threshold)
-        images["epochs_strip.png"] = epochs_strip(settings)
+        images["epochs_strip.png"] = epochs_strip(settings, data.threshold)
         for sa in settings:
             images[f"curves-{sa.setting.slug}.png"] = curves_figure(data, sa)
     return Report(

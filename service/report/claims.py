@@ -118,19 +118,44 @@ def verdict(support: int, decided: int, by_null: int) -> str:
 
 
 def wilcoxon_p(diffs: Sequence[float]) -> float | None:
-    """Two-sided Wilcoxon signed-rank p-value of the paired differences (None if undefined)."""
-    if len(diffs) < 2 or all(d == 0 for d in diffs):
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (None if undefined).
+
+    Zero differences are dropped (Wilcoxon's original rule); tied magnitudes get mid-ranks.
+    The p-value is exact: the null distribution of the positive rank sum is counted over
+    all 2^n sign assignments by dynamic programming on doubled (integer) ranks, so it is
+    right for small n and with ties, and fast (scipy's wilcoxon falls back to a slow
+    permutation test with ties).
+    """
+    import numpy as np
+
+    nonzero = [d for d in diffs if d != 0]
+    n = len(nonzero)
+    if n == 0:
         return None
-    from scipy.stats import wilcoxon
+    magnitudes = np.abs(np.asarray(nonzero, dtype=float))
+    order = np.argsort(magnitudes, kind="stable")
+    ranks2 = np.empty(n, dtype=np.int64)  # doubled mid-ranks: integers
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and magnitudes[order[j + 1]] == magnitudes[order[i]]:
+            j += 1
+        ranks2[order[i : j + 1]] = i + j + 2  # 2 x mean of ranks i+1 .. j+1
+        i = j + 1
+    total = int(ranks2.sum())
+    counts = np.zeros(total + 1, dtype=float)  # ways to reach each positive rank sum
+    counts[0] = 1.0
+    for r in ranks2:
+        counts[r:] = counts[r:] + counts[: total + 1 - r].copy()
+    observed = int(ranks2[np.asarray(nonzero) > 0].sum())
+    sums = np.arange(total + 1)
+    extreme = np.abs(2 * sums - total) >= abs(2 * observed - total)
+    return float(min(1.0, counts[extreme].sum() / counts.sum()))
 
-    try:
-        p = float(wilcoxon(diffs, zero_method="zsplit").pvalue)
-    except ValueError:
-        return None
-    return p if math.isfinite(p) else None
 
-
-def answer(mode: str, label: str, pairs: Sequence[Pair], metric: Metric) -> Outcome:
+def answer(
+    mode: str, label: str, pairs: Sequence[Pair], metric: Metric, threshold: float
+) -> Outcome:
     """Count wins, ties and the median difference of ``metric`` over ``pairs``."""
     a_wins = b_wins = ties = undecided = by_null = 0
     diffs: list[float] = []
@@ -144,7 +169,7 @@ def answer(mode: str, label: str, pairs: Sequence[Pair], metric: Metric) -> Outc
         b_wins += result < 0
         ties += result == 0
         supports = result > 0 or (result == 0 and metric is ERROR)
-        if supports and classify(pair.a) is Kind.null:
+        if supports and classify(pair.a, threshold) is Kind.null:
             by_null += 1
         d = metric.diff(va, vb)
         if d is not None:

@@ -25,6 +25,7 @@ KIND_COLORS = {
     Kind.projection: "#2ca02c",
     Kind.null: "#7f7f7f",
     Kind.identity: "#9467bd",
+    Kind.unconverged: "#ffbb78",
     Kind.diverged: "#d62728",
     Kind.unfinished: "#e0e0e0",
 }
@@ -32,6 +33,7 @@ MARKERS = {
     Kind.projection: "o",
     Kind.null: "v",
     Kind.identity: "s",
+    Kind.unconverged: "d",
     Kind.diverged: "X",
     Kind.unfinished: ".",
 }
@@ -55,15 +57,30 @@ def png(fig: Any) -> bytes:
 
 
 def _grid(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Any, list[Any]]:
+    """A figure with ``n`` panels, four to a row, fixed margins (no constrained layout:
+    its repeated text measuring costs more than the drawing)."""
     from matplotlib.figure import Figure
 
     cols = min(4, max(1, n))
     rows = max(1, -(-n // cols))
-    fig = Figure(figsize=(width * cols, height * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=(width * cols, height * rows + 1.0))
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    top = 1 - 0.55 / (height * rows + 1.0)
+    bottom = 0.75 / (height * rows + 1.0)
+    fig.subplots_adjust(left=0.06, right=0.99, top=top, bottom=bottom, wspace=0.3, hspace=0.55)
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
+
+
+def log_y(ax: Any) -> None:
+    """Log y axis with plain '1e-05' labels (mathtext labels are slow to lay out)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(numticks=6))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def kinds_figure(settings: Sequence[SettingAnalysis]) -> bytes:
@@ -105,6 +122,7 @@ def strip_figure(
     settings: Sequence[SettingAnalysis],
     value: Callable[[TrialRecord], float | None],
     *,
+    threshold: float,
     title: str,
     ylabel: str,
     log: bool,
@@ -131,7 +149,7 @@ def strip_figure(
                     y = v if v is not None and math.isfinite(v) else top
                     if log and y <= 0:
                         y = min(positive)
-                    xs, ys = points.setdefault((alg, classify(trial)), ([], []))
+                    xs, ys = points.setdefault((alg, classify(trial, threshold)), ([], []))
                     xs.append(x)
                     ys.append(y)
         for (alg, kind), (xs, ys) in points.items():  # one scatter call per marker style
@@ -141,7 +159,7 @@ def strip_figure(
         ax.axhline(top, color="#bbbbbb", linewidth=0.5)
         ax.text(-0.45, top, ceiling_label, fontsize=6, va="bottom", color="#666666")
         if log:
-            ax.set_yscale("log")
+            log_y(ax)
         ax.set_xticks(range(len(sa.learning_rates)), [f"{lr:g}" for lr in sa.learning_rates])
         ax.set_xlabel("learning rate")
         ax.set_ylabel(ylabel)
@@ -158,15 +176,16 @@ def _legend(fig: Any, settings: Sequence[SettingAnalysis]) -> None:
     handles = [Line2D([], [], color=color(a), marker="o", linestyle="", label=a) for a in algs]
     handles += [
         Line2D([], [], color="black", marker=MARKERS[k], linestyle="", label=k.value)
-        for k in (Kind.projection, Kind.null, Kind.identity, Kind.diverged)
+        for k in (Kind.projection, Kind.null, Kind.identity, Kind.unconverged, Kind.diverged)
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
 
 
 def error_strip(settings: Sequence[SettingAnalysis], threshold: float) -> bytes:
     return strip_figure(
         settings,
         lambda t: t.idempotent_error if t.status == "succeeded" else None,
+        threshold=threshold,
         title="Final idempotent error of every run (dotted: the threshold)",
         ylabel="idempotent error",
         log=True,
@@ -175,10 +194,11 @@ def error_strip(settings: Sequence[SettingAnalysis], threshold: float) -> bytes:
     )
 
 
-def epochs_strip(settings: Sequence[SettingAnalysis]) -> bytes:
+def epochs_strip(settings: Sequence[SettingAnalysis], threshold: float) -> bytes:
     return strip_figure(
         settings,
         lambda t: None if t.epochs_to_threshold is None else float(t.epochs_to_threshold),
+        threshold=threshold,
         title="Epochs to reach the threshold, every run (top line: never reached)",
         ylabel="epochs to threshold",
         log=False,
@@ -186,10 +206,11 @@ def epochs_strip(settings: Sequence[SettingAnalysis]) -> bytes:
     )
 
 
-def image_dim_strip(settings: Sequence[SettingAnalysis]) -> bytes:
+def image_dim_strip(settings: Sequence[SettingAnalysis], threshold: float) -> bytes:
     return strip_figure(
         settings,
         lambda t: t.image_dim if t.status == "succeeded" else None,
+        threshold=threshold,
         title="Image dimension of every run's final map (dotted: 0 = null map, d = identity)",
         ylabel="image_dim",
         log=False,
@@ -235,7 +256,7 @@ def curves_figure(data: ReportData, sa: SettingAnalysis) -> bytes:
             ax.fill_between(epochs, lo, hi, color=color(alg), alpha=0.2, linewidth=0)
             low, high = min(low, *lo), max(high, *hi)
         ax.axhline(data.threshold, color="black", linewidth=0.6, linestyle=":")
-        ax.set_yscale("log")
+        log_y(ax)
         if high > 0:  # keep float32 round-off (1e-40) and blow-ups (1e20) from flattening
             ax.set_ylim(max(low, CURVE_FLOOR) / 2, min(high, CURVE_CEILING) * 2)
         ax.set_title(f"lr {lr:g}", fontsize=9)

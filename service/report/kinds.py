@@ -25,6 +25,7 @@ class Kind(StrEnum):
     null = "null map"
     identity = "identity"
     projection = "projection"
+    unconverged = "not idempotent"
     diverged = "diverged"
     unfinished = "unfinished"
 
@@ -33,6 +34,7 @@ KIND_ORDER: tuple[Kind, ...] = (
     Kind.projection,
     Kind.null,
     Kind.identity,
+    Kind.unconverged,
     Kind.diverged,
     Kind.unfinished,
 )
@@ -48,12 +50,16 @@ def input_dim(config: Mapping[str, Any]) -> int:
     return int(arch[0]["in_features"])
 
 
-def classify(trial: TrialRecord) -> Kind:
-    """The kind of solution ``trial`` ended at (its final ``image_dim`` against d)."""
+def classify(trial: TrialRecord, threshold: float) -> Kind:
+    """The kind of solution ``trial`` ended at: its final ``image_dim`` against d, once
+    its idempotent error is below ``threshold`` (above it, the map is not idempotent yet
+    and its Jacobian trace does not count dimensions)."""
     if trial.status == "diverged":
         return Kind.diverged
     if trial.status != "succeeded" or trial.image_dim is None:
         return Kind.unfinished
+    if trial.idempotent_error is None or trial.idempotent_error >= threshold:
+        return Kind.unconverged
     d = input_dim(trial.config)
     if trial.image_dim <= DIM_TOLERANCE:
         return Kind.null
@@ -62,22 +68,13 @@ def classify(trial: TrialRecord) -> Kind:
     return Kind.projection
 
 
-def reached(trial: TrialRecord, threshold: float) -> bool:
-    """Whether the run's final idempotent error is below the threshold."""
-    return (
-        trial.status == "succeeded"
-        and trial.idempotent_error is not None
-        and trial.idempotent_error < threshold
-    )
-
-
 @dataclass(frozen=True)
 class KindCounts:
     """How the runs of one group ended."""
 
     n: int
     counts: Mapping[Kind, int]
-    real_successes: int  # projections that reached the threshold
+    real_successes: int  # idempotent runs at a real projection (neither null nor identity)
     median_image_dim: float | None
 
     def share(self, kind: Kind) -> float:
@@ -88,8 +85,8 @@ class KindCounts:
 def count_kinds(trials: Iterable[TrialRecord], threshold: float) -> KindCounts:
     """Kind counts, real successes and the median image dimension of ``trials``."""
     runs = list(trials)
-    counts = Counter(classify(t) for t in runs)
-    real = sum(1 for t in runs if classify(t) is Kind.projection and reached(t, threshold))
+    counts = Counter(classify(t, threshold) for t in runs)
+    real = counts.get(Kind.projection, 0)
     dims = sorted(t.image_dim for t in runs if t.image_dim is not None)
     median = None
     if dims:

@@ -117,7 +117,7 @@ def kinds_table(settings: Sequence[SettingAnalysis], threshold: float) -> str:
     head = (
         '<tr><th class="l">setting</th><th class="l">algorithm</th><th>runs</th>'
         + "".join(f"<th>{k.value}</th>" for k in KIND_ORDER)
-        + "<th>real projection ✓</th><th>median image_dim</th></tr>"
+        + "<th>median image_dim</th></tr>"
     )
     rows = []
     for sa in settings:
@@ -126,7 +126,7 @@ def kinds_table(settings: Sequence[SettingAnalysis], threshold: float) -> str:
             cells = "".join(f"<td>{kc.counts.get(k, 0)}</td>" for k in KIND_ORDER)
             rows.append(
                 f'<tr><td class="l">{escape(sa.setting.title())}</td><td class="l">'
-                f"{escape(alg)}</td><td>{kc.n}</td>{cells}<td>{kc.real_successes}</td>"
+                f"{escape(alg)}</td><td>{kc.n}</td>{cells}"
                 f"<td>{_num(kc.median_image_dim)}</td></tr>"
             )
     return f"<table>{head}{''.join(rows)}</table>"
@@ -204,8 +204,9 @@ def null_map_summary(data: ReportData) -> str:
         parts.append(
             f"<b>{escape(alg)}</b>: {kc.counts.get(Kind.null, 0)} of {kc.n} runs ended at the "
             f"null map, {kc.counts.get(Kind.identity, 0)} at the identity, "
-            f"{kc.counts.get(Kind.projection, 0)} at a projection "
-            f"({kc.real_successes} of them below the threshold), "
+            f"{kc.counts.get(Kind.projection, 0)} at a real projection, "
+            f"{kc.counts.get(Kind.unconverged, 0)} were not idempotent yet (error above the "
+            "threshold), "
             f"{kc.counts.get(Kind.diverged, 0)} diverged"
         )
     return "<ul>" + "".join(f"<li>{p}.</li>" for p in parts) + "</ul>"
@@ -231,8 +232,10 @@ decided pairs, <i>fails</i> under half, <i>mixed</i> in between; <i>holds only v
 maps</i> when most supporting pairs are runs of a that collapsed to the null map.
 p is the two-sided Wilcoxon signed-rank test of the paired differences (with 5 seeds it can
 not go below 0.0625: read the counts and the strip plots, not only p).</li>
-<li><b>Kinds of solution</b> (from the final map's image dimension, the trace of its
-Jacobian at image points): null map ≤ 0.5, identity ≥ d − 0.5, projection in between.</li>
+<li><b>Kinds of solution</b>, for runs whose final idempotent error is below the
+threshold (above it the map is <i>not idempotent</i> yet), from the final map's image
+dimension (the trace of its Jacobian at points of its image): null map ≤ 0.5, identity
+≥ d − 0.5, a real projection in between. Only the last is a real success.</li>
 </ul>"""
 
 

@@ -70,13 +70,16 @@ def test_settings_split_architecture_batch_and_init(settings: list[SettingAnalys
 
 
 def test_kinds_follow_image_dimension(paper: ReportData) -> None:
-    kinds = {classify(t) for t in paper.trials}
+    threshold = paper.threshold
+    kinds = {classify(t, threshold) for t in paper.trials}
     # the fixture is chosen to show all of these (default init collapses to the null map)
-    assert {Kind.null, Kind.diverged, Kind.projection} <= kinds
+    assert {Kind.null, Kind.diverged, Kind.projection, Kind.unconverged} <= kinds
     for trial in paper.trials:
-        kind = classify(trial)
+        kind = classify(trial, threshold)
         if trial.status == "diverged":
             assert kind is Kind.diverged
+        elif trial.idempotent_error is None or trial.idempotent_error >= threshold:
+            assert kind is Kind.unconverged
         elif trial.image_dim is not None and trial.image_dim < 0.5:
             assert kind is Kind.null
         elif trial.image_dim is not None and trial.image_dim > 4.5:
@@ -204,7 +207,7 @@ def test_modified_and_m1_agree_on_n1(paper: ReportData) -> None:
     for (alg, lr, bs, seed, init), t in by_key.items():
         if alg == "m1":
             mod = by_key[("modified", lr, bs, seed, init)]
-            assert classify(mod) is classify(t)
+            assert classify(mod, paper.threshold) is classify(t, paper.threshold)
 
 
 def test_page_answers_the_claims_and_warns_about_null_maps(
