@@ -37,6 +37,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(exc.message) from None
     finally:
         engine.dispose()
+    from service.report.text import verdict_lines
+
     page = write_report(report, args.out)
+    print("The note's claims, per setting (verdict, supporting/decided pairs by seed):")
+    print("  (a) modified as good or better idempotent error; (b) fewer epochs to the threshold;")
+    print("  null-maps = holds, but mostly through runs that collapsed to the null map")
+    for line in verdict_lines(report.settings):
+        print("  " + line)
     print(f"report: {page} ({len(report.figures)} figures beside it)")
     return 0
