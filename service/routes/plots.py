@@ -8,16 +8,24 @@ from fastapi import APIRouter, Query, Response
 
 from service.deps import ReadSessionDep
 from service.plots import MEDIA_TYPES, Curve, curves_figure, distribution_figure, label_for
+from service.routes.report import ERROR_SCHEMA
 from service.routes.results import check_metric, parse_by
-from service.schemas import ErrorPublic
 from service.store import queries
 
 router = APIRouter(prefix="/sweeps", tags=["plots"])
 
 IMAGE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "the figure"},
-    404: {"model": ErrorPublic, "description": "no such sweep"},
-    422: {"model": ErrorPublic, "description": "unknown field or metric"},
+    # JSON errors spelled out: with ``"model": ErrorPublic`` FastAPI would document the
+    # error bodies of an image route as image/png.
+    404: {
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        "description": "no such sweep",
+    },
+    422: {
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        "description": "unknown field or metric",
+    },
 }
 By = Annotated[str, Query(description="comma-separated config fields forming a group")]
 Format = Annotated[Literal["png", "svg"], Query(description="png or svg")]

@@ -9,13 +9,19 @@ from fastapi.responses import HTMLResponse
 
 from service.deps import ReadSessionDep
 from service.report import build_report, load_report_data
-from service.schemas import ErrorPublic
+
+# service.schemas.ErrorPublic, spelled out as JSON: with ``"model": ErrorPublic`` FastAPI
+# would document the error bodies of an HTML route as text/html.
+ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorPublic"}
 
 router = APIRouter(prefix="/sweeps", tags=["report"])
 
 PAGE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {}}, "description": "the report page, figures embedded"},
-    404: {"model": ErrorPublic, "description": "no such sweep"},
+    404: {
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        "description": "no such sweep",
+    },
 }
 
 
