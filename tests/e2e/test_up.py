@@ -1,0 +1,98 @@
+"""`idem up` end to end: store migrated, Ray + API + worker started, a sweep runs, the
+report is served, Ctrl-C stops every process it started and exits 0 (about a minute)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+SPEC = {
+    "name": "up-smoke",
+    "architectures": ["N1"],
+    "algorithms": ["modified", "ordinary"],
+    "learning_rates": [0.1],
+    "batches": [{"samples": 100, "batch_size": 100}],
+    "seeds": 2,
+    "epochs": 20,
+}
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (the test's own data dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_up_runs_a_sweep_and_stops_cleanly(tmp_path: Path) -> None:
+    data_dir = tmp_path / "idem"
+    port = free_port()
+    env = {
+        **os.environ,
+        "IDEM_DATA_DIR": str(data_dir),
+        "IDEM_PORT": str(port),
+        "RAY_AUTH_MODE": "disabled",  # throwaway local cluster
+    }
+    env.pop("IDEM_DATABASE_URL", None)
+    env.pop("IDEM_RAY_ADDRESS", None)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "idemsweep", "up", "--num-cpus", "1", "--dashboard-port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the API did not come up"
+            time.sleep(0.5)
+        created = httpx.post(f"{url}/sweeps", json=SPEC, timeout=30).json()
+        while True:
+            sweep = httpx.get(f"{url}/sweeps/{created['id']}", timeout=10).json()
+            if sweep["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            assert time.monotonic() < deadline + 120, f"sweep still {sweep['status']}"
+            time.sleep(1)
+        assert sweep["status"] == "succeeded"
+        assert (
+            sweep["trials_by_status"].get("succeeded", 0)
+            + sweep["trials_by_status"].get("diverged", 0)
+            == 4
+        )
+        page = httpx.get(f"{url}/sweeps/{created['id']}/report", timeout=120)
+        assert page.status_code == 200 and "null map is not a success" in page.text
+        assert processes_mentioning(str(data_dir))  # the Ray head runs in the data dir
+    finally:
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=120)
+    assert up.returncode == 0, out
+    assert "idem up: stopped" in out
+    assert (data_dir / "idem.db").exists()
+    time.sleep(1)
+    assert processes_mentioning(str(data_dir)) == []
