@@ -6,13 +6,22 @@ PostgreSQL is used when --postgres-url or IDEM_TEST_POSTGRES_URL is given (a mai
 URL; the bench creates and drops its own database). Goals (issue 3): ≥ 50,000 epoch
 rows/s inserted; the per-group aggregate over 10,000 trials < 200 ms; the aggregate
 over 1,000,000 epoch rows < 2 s.
+
+The dev box is shared and often overloaded, so the run also prints reference figures
+measured in the same run: the load average, a fixed CPU task (sorting 1M floats in
+Python), a plain SQL scan of the same epoch rows (``count`` and ``sum`` of the metric),
+and for PostgreSQL the CPU seconds the server backend and this client spent per
+inserted row (read from /proc when the server runs on this machine). Wall-clock goals
+are only comparable between runs through these.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -33,23 +42,55 @@ from service.store.status import TrialStatus
 from service.store.sweeps import create_sweep
 
 BY = ["architecture", "algorithm", "learning_rate", "batch_size"]
+SCAN_SQL = "SELECT count(idempotent_error), sum(idempotent_error) FROM epoch_metric"
 
 
 def grid(n_trials: int) -> list[TrialConfig]:
-    """n_trials configs over 4 architectures × 2 algorithms × 5 lrs × 5 batch sizes × seeds."""
+    """n_trials configs: 4 architectures × 2 algorithms × 5 lrs × 5 batch sizes (200
+    groups) × as many seeds as needed, seed-major so every group gets trials."""
+    seeds = math.ceil(n_trials / 200)
     axes = itertools.product(
+        range(seeds),
         ["N1", "N2", "N3", "N4"],
         ["ordinary", "modified"],
         [0.001, 0.005, 0.01, 0.05, 0.1],
         [1, 10, 100, 500, 1000],
-        range(n_trials),
     )
-    out = []
-    for arch, alg, lr, bs, seed in axes:
-        out.append(TrialConfig(arch, alg, lr, 1000, bs, 100, seed))
-        if len(out) == n_trials:
-            break
-    return sorted(out, key=lambda c: c.seed)
+    out = [TrialConfig(arch, alg, lr, 1000, bs, 100, seed) for seed, arch, alg, lr, bs in axes]
+    return out[:n_trials]
+
+
+def curve(epochs: int, scale: float) -> list[EpochRecord]:
+    """One trial's epoch records; ``scale`` varies between trials so groups have spread."""
+    return [
+        EpochRecord(e, scale / e, 2.0 * scale / e, 1.0, 2.0, 0.1 / e, 2.0, scale / (e + 1), 0.001)
+        for e in range(1, epochs + 1)
+    ]
+
+
+def cpu_reference() -> float:
+    """Seconds to sort 1M floats in Python: a fixed CPU task that shows machine load."""
+    rng = random.Random(0)
+    xs = [rng.random() for _ in range(1_000_000)]
+    t0 = time.perf_counter()
+    sorted(xs)
+    return time.perf_counter() - t0
+
+
+def backend_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid``, if /proc shows it."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "load avg " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def timed(fn: Callable[[], Any], repeat: int = 5) -> float:
@@ -63,6 +104,7 @@ def timed(fn: Callable[[], Any], repeat: int = 5) -> float:
 
 
 def run_backend(label: str, url: str, n_trials: int, epochs: int) -> dict[str, float]:
+    cpu_ref = cpu_reference()
     upgrade_database(url)
     engine = make_engine(url)
     configs = grid(n_trials)
@@ -72,17 +114,22 @@ def run_backend(label: str, url: str, n_trials: int, epochs: int) -> dict[str, f
     create_s = time.perf_counter() - t0
     with session_scope(engine) as s:
         ids = [t.id for t in queue.unfinished_trials(s, sweep_id)]
-    records = [
-        EpochRecord(e, 1.0 / e, 2.0 / e, 1.0, 2.0, 0.1 / e, 2.0, 1.0 / (e + 1), 0.001)
-        for e in range(1, epochs + 1)
-    ]
+    curves = [curve(epochs, 1.0 + k / 13) for k in range(13)]  # built before timing
     per_txn = 10  # trials per transaction; one INSERT statement per trial's batch
+    pid = None
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:  # the pooled connection the loop will reuse
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    server0, client0 = backend_cpu_s(pid), time.process_time()
     t0 = time.perf_counter()
     for i in range(0, len(ids), per_txn):
         with session_scope(engine) as s:
             for trial_id in ids[i : i + per_txn]:
-                queue.append_epochs(s, trial_id, records)
+                queue.append_epochs(s, trial_id, curves[trial_id % 13])
     insert_s = time.perf_counter() - t0
+    client_s = time.process_time() - client0
+    server1 = backend_cpu_s(pid)
+    server_s = None if server0 is None or server1 is None else server1 - server0
     rows = len(ids) * epochs
     with session_scope(engine) as s:
         # Spread final values deterministically so groups have real statistics.
@@ -99,24 +146,49 @@ def run_backend(label: str, url: str, n_trials: int, epochs: int) -> dict[str, f
         with engine.connect() as conn:
             conn.execute(text("ANALYZE"))
 
+    def scan() -> None:
+        with session_scope(engine, readonly=True) as s:
+            s.execute(
+                text("SELECT count(idempotent_error), sum(idempotent_error) FROM epoch_metric")
+            )
+
     def summary() -> None:
         with session_scope(engine, readonly=True) as s:
             queries.summary(s, sweep_id, by=BY, metric="idempotent_error")
 
-    def curves() -> None:
+    def curves_query() -> None:
         with session_scope(engine, readonly=True) as s:
-            queries.epoch_curves(s, sweep_id, by=BY, metric="idempotent_error")
+            points = queries.epoch_curves(s, sweep_id, by=BY, metric="idempotent_error")
+        assert len(points) == 200 * epochs or n_trials < 200, len(points)
 
+    scan_s = timed(scan, repeat=3)
     summary_s = timed(summary)
-    curves_s = timed(curves, repeat=3)
+    curves_s = timed(curves_query, repeat=3)
+    scan_s = min(scan_s, timed(scan, repeat=3))  # once more after, load drifts
     engine.dispose()
+    cpu = ""
+    if server_s is not None:
+        cpu = (
+            f" (CPU per row: server {server_s / rows * 1e6:.1f} µs, "
+            f"client {client_s / rows * 1e6:.1f} µs)"
+        )
     print(
+        f"{label:10s} {load()} | reference: sort 1M floats {cpu_ref:.2f} s, "
+        f"SQL scan of {rows} epoch rows {scan_s * 1000:.0f} ms\n"
         f"{label:10s} create_sweep({n_trials} trials) {create_s:6.2f} s | "
-        f"insert {rows} epoch rows {insert_s:6.2f} s = {rows / insert_s:9,.0f} rows/s | "
-        f"summary over {n_trials} trials {summary_s * 1000:7.1f} ms | "
-        f"epoch curves over {rows} rows {curves_s:6.2f} s"
+        f"insert {rows} epoch rows {insert_s:6.2f} s = {rows / insert_s:9,.0f} rows/s{cpu}\n"
+        f"{label:10s} summary over {n_trials} trials {summary_s * 1000:7.1f} ms | "
+        f"epoch curves over {rows} rows {curves_s:6.2f} s "
+        f"({curves_s / scan_s:.1f}× the plain scan)",
+        flush=True,
     )
-    return {"rows_per_s": rows / insert_s, "summary_s": summary_s, "curves_s": curves_s}
+    return {
+        "rows_per_s": rows / insert_s,
+        "summary_s": summary_s,
+        "curves_s": curves_s,
+        "scan_s": scan_s,
+        "cpu_ref_s": cpu_ref,
+    }
 
 
 def main() -> None:
@@ -126,6 +198,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     args = parser.parse_args()
 
+    print(f"start: {load()}", flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = run_backend(
@@ -150,6 +223,7 @@ def main() -> None:
             f"summary {r['summary_s'] / 0.2:5.2f}× of the 200 ms budget; "
             f"curves {r['curves_s'] / 2.0:5.2f}× of the 2 s budget"
         )
+    print(f"end: {load()}")
 
 
 if __name__ == "__main__":

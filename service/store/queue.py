@@ -7,7 +7,9 @@ state commit together.
 
 from __future__ import annotations
 
+import struct
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import lru_cache
@@ -220,12 +222,77 @@ def _epoch_insert_sql(paramstyle: str, rows: int) -> str:
     )
 
 
+# The arrays travel in PostgreSQL's binary format, already encoded (see _pg_array): with
+# psycopg's own ``%s`` every float was printed as text and parsed back on the server,
+# and its binary list dumper packs element by element in Python; both cost more per
+# row than the insert itself (bench/store.py prints the CPU per row).
 _PG_EPOCH_INSERT = (
     f"INSERT INTO epoch_metric ({', '.join(_EPOCH_INSERT_COLUMNS)}) "
-    "SELECT * FROM unnest(%s::integer[], %s::integer[], "
-    + ", ".join(["%s::double precision[]"] * len(EPOCH_COLUMNS))
+    "SELECT * FROM unnest(%b::integer[], %b::integer[], "
+    + ", ".join(["%b::double precision[]"] * len(EPOCH_COLUMNS))
     + ") ON CONFLICT (trial_id, epoch) DO NOTHING"
 )
+_INT4, _INT4_ARRAY, _FLOAT8, _FLOAT8_ARRAY = 23, 1007, 701, 1022  # PostgreSQL type OIDs
+
+
+class _PgArray:
+    """A one-dimensional array encoded in PostgreSQL's binary wire format."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class _Int4Array(_PgArray):
+    __slots__ = ()
+
+
+class _Float8Array(_PgArray):
+    __slots__ = ()
+
+
+def _pg_array(values: Sequence[Any], cls: type[_PgArray]) -> _PgArray:
+    """Encode ``values`` (None allowed) as int4[] or float8[] with one struct.pack call.
+
+    Layout: ndim, has-nulls flag, element type, length, lower bound 1; then per element
+    its byte length (-1 for NULL) and its big-endian value.
+    """
+    is_int = cls is _Int4Array
+    code, size, oid = ("i", 4, _INT4) if is_int else ("d", 8, _FLOAT8)
+    has_null = any(v is None for v in values)
+    head = struct.pack(">iiiii", 1, int(has_null), oid, len(values), 1)
+    if not has_null:
+        args = [x for v in values for x in (size, v)]
+        return cls(head + struct.pack(">" + ("i" + code) * len(values), *args))
+    fmt = ">" + "".join("i" if v is None else "i" + code for v in values)
+    args = [x for v in values for x in ((-1,) if v is None else (size, v))]
+    return cls(head + struct.pack(fmt, *args))
+
+
+_registered: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _register_array_dumpers(driver_connection: Any) -> None:
+    """Teach a psycopg connection to send _PgArray values as they are (once each)."""
+    if driver_connection in _registered:
+        return
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class Int4ArrayDumper(Dumper):
+        format = Format.BINARY
+        oid = _INT4_ARRAY
+
+        def dump(self, obj: Any) -> bytes:
+            return bytes(obj.data)
+
+    class Float8ArrayDumper(Int4ArrayDumper):
+        oid = _FLOAT8_ARRAY
+
+    driver_connection.adapters.register_dumper(_Int4Array, Int4ArrayDumper)
+    driver_connection.adapters.register_dumper(_Float8Array, Float8ArrayDumper)
+    _registered.add(driver_connection)
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -237,16 +304,24 @@ def append_epochs(session: Session, trial_id: int, records: Sequence[EpochRecord
 
     Returns the number of rows actually inserted. ``INSERT … ON CONFLICT (trial_id,
     epoch) DO NOTHING`` on both backends, so a retried batch can never duplicate rows.
-    PostgreSQL sends each column as one array (``unnest``); SQLite writes a multi-row
-    VALUES, split above EPOCH_ROWS_PER_STATEMENT rows (its bound-parameter limit).
+    PostgreSQL sends each column as one binary array (``unnest``); SQLite writes a
+    multi-row VALUES, split above EPOCH_ROWS_PER_STATEMENT rows (its bound-parameter
+    limit).
     """
     if not records:
         return 0
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         # One statement however large the batch: each column travels as one array.
-        columns: list[list[Any]] = [[trial_id] * len(records), [int(r.epoch) for r in records]]
-        columns += [[_float_or_none(getattr(r, c, None)) for r in records] for c in EPOCH_COLUMNS]
+        _register_array_dumpers(conn.connection.driver_connection)
+        columns: list[_PgArray] = [
+            _pg_array([trial_id] * len(records), _Int4Array),
+            _pg_array([int(r.epoch) for r in records], _Int4Array),
+        ]
+        columns += [
+            _pg_array([_float_or_none(getattr(r, c, None)) for r in records], _Float8Array)
+            for c in EPOCH_COLUMNS
+        ]
         result = conn.exec_driver_sql(_PG_EPOCH_INSERT, tuple(columns))
         return max(int(result.rowcount), 0)
     paramstyle = conn.dialect.paramstyle

@@ -147,3 +147,36 @@ def test_unknown_names_are_refused(engine: Engine, finished: int) -> None:
             queries.get_sweep(s, 10_000)
         with pytest.raises(NotFound):
             queries.get_trial(s, 10_000)
+
+
+def test_epoch_curves_several_fields_no_fields_and_reuse(engine: Engine, finished: int) -> None:
+    """Curves group and order by every field, work ungrouped, and a fully reused sweep
+    (no epoch rows of its own) has the same curves as the sweep it reuses."""
+    by = ["learning_rate", "algorithm"]
+    with session_scope(engine) as s:
+        trials, _ = queries.list_trials(s, finished, limit=1000)
+        rows = {t.id: queries.trial_epochs(s, t.id) for t in trials}
+        points = queries.epoch_curves(s, finished, by=by, metric="loss")
+        flat = queries.epoch_curves(s, finished, by=[], metric="loss", stride=4)
+    ok = [t for t in trials if t.status == TrialStatus.succeeded]
+    want: dict[tuple, list[float]] = {}
+    for t in ok:
+        for r in rows[t.id]:
+            assert r.loss is not None
+            want.setdefault((t.learning_rate, t.algorithm, r.epoch), []).append(r.loss)
+    assert [(*p.group.values(), p.epoch) for p in points] == sorted(want)
+    for p in points:
+        values = want[(*p.group.values(), p.epoch)]
+        assert p.n == len(values)
+        assert p.mean == pytest.approx(statistics.mean(values))
+        assert p.std == pytest.approx(statistics.stdev(values))
+    assert [(p.group, p.epoch) for p in flat] == [({}, 1), ({}, 5)]
+    first = [r.loss for t in ok for r in rows[t.id] if r.epoch == 1]
+    assert flat[0].n == len(first) and flat[0].mean == pytest.approx(statistics.mean(first))
+
+    again = add_sweep(engine, make_grid(seeds=(0, 1, 2)))
+    assert again.reused_trials == len(ok)
+    with session_scope(engine) as s:
+        reused = queries.epoch_curves(s, again.id, by=by, metric="loss")
+    assert [(p.group, p.epoch, p.n) for p in reused] == [(p.group, p.epoch, p.n) for p in points]
+    assert [p.mean for p in reused] == pytest.approx([p.mean for p in points])
