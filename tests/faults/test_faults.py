@@ -108,7 +108,7 @@ def test_worker_sigkilled_mid_trial_loses_and_doubles_nothing(
     # At the kill: exactly the committed batches are stored, one trial is mid-run.
     assert epoch_count(engine, sweep_id) == 2 * 5  # two committed batches
     assert sweep(engine, sweep_id).status == "running"
-    assert [t.status for t in trials(engine, sweep_id)].count("running") == 1
+    assert [str(t.status) for t in trials(engine, sweep_id)].count("running") == 1
 
     worker = resume(db_url, tmp_path / "data")
 
