@@ -4,9 +4,11 @@ report is served, Ctrl-C stops every process it started and exits 0 (about a min
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,8 +44,16 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def test_up_runs_a_sweep_and_stops_cleanly(tmp_path: Path) -> None:
-    data_dir = tmp_path / "idem"
+def test_up_runs_a_sweep_and_stops_cleanly() -> None:
+    # A short path, so Ray's temp dir (and its processes' command lines) lives inside it.
+    data_dir = Path(tempfile.mkdtemp(prefix="idem-up-", dir="/tmp"))
+    try:
+        run_up(data_dir)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run_up(data_dir: Path) -> None:
     port = free_port()
     env = {
         **os.environ,
