@@ -114,8 +114,9 @@ def call(method: str, path: str, **kwargs: Any) -> Any:
 # --- reading a spec ----------------------------------------------------------------
 
 
-def read_spec(path: str) -> dict[str, Any]:
-    """The spec file as a dict (``.json``, or ``.yaml``/``.yml``); one-line errors."""
+def read_specs(path: str) -> list[dict[str, Any]]:
+    """The spec file's sweeps as dicts (``.json``, or ``.yaml``/``.yml`` with one or more
+    ``---``-separated documents, one sweep each); one-line errors."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -125,14 +126,14 @@ def read_spec(path: str) -> dict[str, Any]:
         raise CliError(f"{path}: not a UTF-8 text file") from None
     if p.suffix == ".json":
         try:
-            data = json.loads(text)
+            docs = [json.loads(text)]
         except json.JSONDecodeError as exc:
             raise CliError(f"{path}: invalid JSON: {exc}") from None
     elif p.suffix in (".yaml", ".yml"):
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            docs = [d for d in yaml.safe_load_all(text) if d is not None]
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -140,13 +141,18 @@ def read_spec(path: str) -> dict[str, Any]:
             raise CliError(f"{path}: invalid YAML{where}: {problem}") from None
     else:
         raise CliError(f"{path}: the spec must be a .json, .yaml or .yml file")
-    if not isinstance(data, dict):
-        raise CliError(f"{path}: the spec must be a mapping of fields, got {type(data).__name__}")
-    try:  # YAML can hold what JSON cannot (recursive anchors, dates): refuse it here
-        json.dumps(data)
-    except (TypeError, ValueError) as exc:
-        raise CliError(f"{path}: the spec must be plain JSON-like data: {exc}") from None
-    return data
+    if not docs:
+        raise CliError(f"{path}: the file holds no spec")
+    for data in docs:
+        if not isinstance(data, dict):
+            raise CliError(
+                f"{path}: the spec must be a mapping of fields, got {type(data).__name__}"
+            )
+        try:  # YAML can hold what JSON cannot (recursive anchors, dates): refuse it here
+            json.dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise CliError(f"{path}: the spec must be plain JSON-like data: {exc}") from None
+    return docs
 
 
 # --- output ------------------------------------------------------------------------
@@ -177,21 +183,27 @@ def _print_json(data: Any) -> None:
 
 
 def submit(args: argparse.Namespace) -> int:
-    spec = read_spec(args.spec)
-    created = call("POST", "/sweeps", json=spec, headers={"Idempotency-Key": str(uuid.uuid4())})
-    line = (
-        f"sweep {created['id']} {created['status']}: {created['trial_count']} trials "
-        f"({created['reused_trials']} reused)"
-    )
-    print(line)
-    for s in created.get("skipped", []):
-        print(f"  skipped ({s['architecture']}, {s['algorithm']}): {s['reason']}")
+    """POST each sweep in the file (several YAML documents: several sweeps)."""
+    created_ids = []
+    for spec in read_specs(args.spec):
+        created = call("POST", "/sweeps", json=spec, headers={"Idempotency-Key": str(uuid.uuid4())})
+        line = (
+            f"sweep {created['id']} {created['status']}: {created['trial_count']} trials "
+            f"({created['reused_trials']} reused)"
+        )
+        print(line)
+        for s in created.get("skipped", []):
+            print(f"  skipped ({s['architecture']}, {s['algorithm']}): {s['reason']}")
+        created_ids.append(created["id"])
     if not args.wait:
         return 0
-    sweep = wait_for(created["id"], args.interval)
-    print(f"sweep {sweep['id']} {sweep['status']}")
-    _print_summary(sweep["id"], SUMMARY_BY, "idempotent_error", None)
-    return 0 if sweep["status"] == "succeeded" else 1
+    code = 0
+    for sweep_id in created_ids:
+        sweep = wait_for(sweep_id, args.interval)
+        print(f"sweep {sweep['id']} {sweep['status']}")
+        _print_summary(sweep["id"], SUMMARY_BY, "idempotent_error", None)
+        code = code or (0 if sweep["status"] == "succeeded" else 1)
+    return code
 
 
 def _finished(sweep: dict[str, Any]) -> int:
