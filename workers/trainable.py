@@ -72,6 +72,10 @@ def make_group_run(configs: Sequence[TrialConfig], device: torch.device) -> Grou
     return OneByOne(configs, device)
 
 
+class DeviceUnavailable(RuntimeError):
+    """The trial asked for a GPU this node cannot give; retrying cannot help."""
+
+
 def choose_device(gpu: float) -> torch.device:
     """CUDA when Ray gave this trial a GPU; else CPU with one torch thread per trial.
 
@@ -81,7 +85,7 @@ def choose_device(gpu: float) -> torch.device:
     """
     if gpu > 0:
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise DeviceUnavailable(
                 f"CUDA not available: the trial asked for gpu={gpu} but this node's torch "
                 f"{torch.__version__} sees no CUDA device"
             )
@@ -90,7 +94,9 @@ def choose_device(gpu: float) -> torch.device:
         # Only inside Ray: outside, ray.get_gpu_ids() would start a whole local cluster.
         gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
         if not gpu_ids:
-            raise RuntimeError(f"CUDA not available: Ray assigned no GPU (asked for gpu={gpu})")
+            raise DeviceUnavailable(
+                f"CUDA not available: Ray assigned no GPU (asked for gpu={gpu})"
+            )
         return torch.device("cuda")
     torch.set_num_threads(1)
     return torch.device("cpu")
@@ -141,7 +147,17 @@ def train_group(tune_config: dict[str, Any]) -> None:
     members = [
         (int(m["trial_id"]), TrialConfig.from_dict(m["config"])) for m in tune_config[GROUP_KEY]
     ]
-    device = choose_device(float(tune_config.get(GPU_KEY, 0) or 0))
+    try:
+        device = choose_device(float(tune_config.get(GPU_KEY, 0) or 0))
+    except DeviceUnavailable as exc:
+        # Deterministic: report the failure as the final state instead of raising, so
+        # Tune's FailureConfig does not retry it on the same kind of node.
+        final = [
+            {"trial_id": tid, "status": "failed", "result": None, "error": str(exc)}
+            for tid, _ in members
+        ]
+        ray.tune.report({"batch": [], "final": final})
+        return
     run_group(
         members,
         device=device,

@@ -220,15 +220,18 @@ class StoreCallback(tune.Callback):
             for tid, final in finals.items():
                 if tid in self.finished:
                     continue
-                res = dict(final["result"])
-                if res.get("eigenvalues") is not None:
-                    res["eigenvalues"] = [tuple(v) for v in res["eigenvalues"]]
+                result_ = None
+                if final.get("result") is not None:
+                    res = dict(final["result"])
+                    if res.get("eigenvalues") is not None:
+                        res["eigenvalues"] = [tuple(v) for v in res["eigenvalues"]]
+                    result_ = TrialResult(**res)
                 finish_trial(
                     session,
                     tid,
                     TrialStatus(final["status"]),
-                    TrialResult(**res),
-                    None,
+                    result_,
+                    final.get("error"),
                     records=batches.get(tid, []),
                 )
             pause_point("epochs-before-commit")  # tests only (service/faultpoints.py)

@@ -88,12 +88,13 @@ def test_gpu_trial_goes_to_the_gpu_node_and_fails_clearly(cluster: Stack) -> Non
     sweep_id = cluster.submit(gpu_spec)
     cluster.wait_sweep(sweep_id, timeout=90)  # finishing at all: a GPU wait would hang
 
-    [(status, error, node_ip)] = cluster.sql(
-        "SELECT status, error, node_ip FROM trial WHERE sweep_id = :id", id=sweep_id
+    [(status, error, node_ip, attempts)] = cluster.sql(
+        "SELECT status, error, node_ip, attempts FROM trial WHERE sweep_id = :id", id=sweep_id
     )
     assert status == "failed"
     assert "CUDA not available" in (error or "")
     assert node_ip == cluster.topo.ip("node2")
+    assert attempts == 1, "a missing GPU is deterministic: it must not be retried"
 
 
 def test_node_lost_mid_sweep(cluster: Stack) -> None:
