@@ -290,6 +290,9 @@ def run_tune(
     ``stop`` was set. Trials needing a GPU the cluster lacks fail at once (no hang)."""
     import ray
 
+    # Tune's automatic CSV/JSON/TensorBoard loggers would copy every epoch batch into
+    # result files (and warn about the nested batch): the store is the record.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     started = time.perf_counter()
     plan = RunPlan.from_spec(spec)
     callback = StoreCallback(engine)
