@@ -143,7 +143,9 @@ def run_backend(label: str, url: str, n_trials: int, epochs: int) -> dict[str, f
             )
         )
     if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
+        # Committed: under engine.connect() the ANALYZE was rolled back with its
+        # transaction, leaving the planner estimates from before the status update.
+        with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
 
     def scan() -> None:
