@@ -97,6 +97,19 @@ def test_append_epochs_is_one_idempotent_batch(engine: Engine) -> None:
         assert [r.epoch for r in queries.trial_epochs(s, todo.id, stride=4)] == [1, 5, 9, 13, 15]
 
 
+def test_replayed_batch_in_the_same_transaction_keeps_the_earlier_rows(engine: Engine) -> None:
+    # On PostgreSQL the second batch's fast COPY hits the stored epochs 6..10 and its
+    # savepoint is rolled back: the first batch, written earlier in the same
+    # transaction, must survive that rollback and the fallback must add 11..15.
+    created = add_sweep(engine, [make_config()])
+    with session_scope(engine) as s:
+        (todo,) = queue.unfinished_trials(s, created.id)
+        assert queue.append_epochs(s, todo.id, fake_epochs(10)) == 10
+        assert queue.append_epochs(s, todo.id, fake_epochs(10, start=6)) == 5
+    with session_scope(engine) as s:
+        assert [r.epoch for r in queries.trial_epochs(s, todo.id)] == list(range(1, 16))
+
+
 def test_append_epochs_splits_huge_batches(engine: Engine) -> None:
     created = add_sweep(engine, [make_config()])
     with session_scope(engine) as s:
