@@ -229,27 +229,17 @@ class BatchedTraining:
         out: list[TrialResult] = []
         for i in range(self.size):
             records = self.records[i]
-            last = records[-1] if records else None
             eig = None
             if eig_applies and not self.diverged[i]:
                 eig = eigen_analysis(self.net.member_net(i))
             out.append(
-                TrialResult(
-                    idempotent_error=last.idempotent_error if last else None,
-                    train_idempotent_error=last.train_idempotent_error if last else None,
-                    loss=last.loss if last else None,
-                    norm=last.norm if last else None,
-                    trace=last.trace if last else None,
-                    update_norm=last.update_norm if last else None,
-                    image_dim=last.image_dim if last else None,
+                TrialResult.from_run(
+                    records[-1] if records else None,
                     epochs_to_threshold=self.epochs_to_threshold[i],
                     epochs_run=len(records),
                     diverged=self.diverged[i],
                     wall_seconds=setup + self._member_seconds[i],
-                    eigenvalues=eig.eigenvalues if eig else None,
-                    eig_near_zero=eig.near_zero if eig else None,
-                    eig_near_one=eig.near_one if eig else None,
-                    wb_norm=eig.wb_norm if eig else None,
+                    eig=eig,
                 )
             )
         return out

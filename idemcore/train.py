@@ -19,7 +19,7 @@ import torch
 from idemcore.algorithms import get_algorithm
 from idemcore.config import TrialConfig
 from idemcore.data import DataSource, make_data
-from idemcore.metrics import EpochMetrics, eigen_analysis
+from idemcore.metrics import EigenAnalysis, EpochMetrics, eigen_analysis
 from idemcore.nets import build_net, input_dim, is_activation_free
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -69,6 +69,37 @@ class TrialResult:
     eig_near_zero: int | None = None
     eig_near_one: int | None = None
     wb_norm: float | None = None
+
+    @classmethod
+    def from_run(
+        cls,
+        last: EpochRecord | None,
+        *,
+        epochs_to_threshold: int | None,
+        epochs_run: int,
+        diverged: bool,
+        wall_seconds: float,
+        eig: EigenAnalysis | None,
+    ) -> TrialResult:
+        """The final result of a run from its last epoch record and eigen-analysis
+        (shared by ``Training`` and ``PackedTraining``, so both report alike)."""
+        return cls(
+            idempotent_error=last.idempotent_error if last else None,
+            train_idempotent_error=last.train_idempotent_error if last else None,
+            loss=last.loss if last else None,
+            norm=last.norm if last else None,
+            trace=last.trace if last else None,
+            update_norm=last.update_norm if last else None,
+            image_dim=last.image_dim if last else None,
+            epochs_to_threshold=epochs_to_threshold,
+            epochs_run=epochs_run,
+            diverged=diverged,
+            wall_seconds=wall_seconds,
+            eigenvalues=eig.eigenvalues if eig else None,
+            eig_near_zero=eig.near_zero if eig else None,
+            eig_near_one=eig.near_one if eig else None,
+            wb_norm=eig.wb_norm if eig else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -202,27 +233,17 @@ class Training:
 
     def result(self) -> TrialResult:
         """Final metrics (plus eigen-analysis for activation-free networks)."""
-        last = self.records[-1] if self.records else None
         eig = None
         if is_activation_free(self.config.architecture) and not self.diverged:
             eig = eigen_analysis(self.net)
         end = self._finished if self._finished is not None else time.perf_counter()
-        return TrialResult(
-            idempotent_error=last.idempotent_error if last else None,
-            train_idempotent_error=last.train_idempotent_error if last else None,
-            loss=last.loss if last else None,
-            norm=last.norm if last else None,
-            trace=last.trace if last else None,
-            update_norm=last.update_norm if last else None,
-            image_dim=last.image_dim if last else None,
+        return TrialResult.from_run(
+            self.records[-1] if self.records else None,
             epochs_to_threshold=self.epochs_to_threshold,
             epochs_run=len(self.records),
             diverged=self.diverged,
             wall_seconds=end - self._started,
-            eigenvalues=eig.eigenvalues if eig else None,
-            eig_near_zero=eig.near_zero if eig else None,
-            eig_near_one=eig.near_one if eig else None,
-            wb_norm=eig.wb_norm if eig else None,
+            eig=eig,
         )
 
 
