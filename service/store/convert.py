@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from idemcore.config import TrialConfig
-from service.store.models import Sweep, Trial
+from service.store.models import FINAL_METRIC_COLUMNS, Sweep, Trial
 from service.store.records import SweepRecord, TrialRecord
 from service.store.status import TRIAL_FINAL, SweepStatus, TrialStatus
 
@@ -109,16 +109,4 @@ def trial_record(t: Trial) -> TrialRecord:
 
 
 # Final metrics a reused trial takes over from the trial it reuses.
-RESULT_COLUMNS: tuple[str, ...] = (
-    "idempotent_error",
-    "train_idempotent_error",
-    "loss",
-    "norm",
-    "trace",
-    "update_norm",
-    "image_dim",
-    "epochs_to_threshold",
-    "epochs_run",
-    "wall_seconds",
-    "result",
-)
+RESULT_COLUMNS: tuple[str, ...] = (*FINAL_METRIC_COLUMNS, "result")

@@ -222,6 +222,19 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# Final metrics stored on the trial row (copied as they are when a trial is reused).
+FINAL_METRIC_COLUMNS: tuple[str, ...] = (
+    "idempotent_error",
+    "train_idempotent_error",
+    "loss",
+    "norm",
+    "trace",
+    "update_norm",
+    "image_dim",
+    "epochs_to_threshold",
+    "epochs_run",
+    "wall_seconds",
+)
 EPOCH_COLUMNS: tuple[str, ...] = (
     "idempotent_error",
     "train_idempotent_error",

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from service.exceptions import InvalidQuery, NotFound
 from service.store.convert import sweep_record, trial_record
 from service.store.engine import is_sqlite
-from service.store.models import EPOCH_COLUMNS, EpochMetric, Sweep, Trial
+from service.store.models import EPOCH_COLUMNS, FINAL_METRIC_COLUMNS, EpochMetric, Sweep, Trial
 from service.store.records import (
     CompareRow,
     CurvePoint,
@@ -39,18 +39,7 @@ TRIAL_FIELDS: tuple[str, ...] = (
     "init",
 )
 # Final metrics stored on the trial row.
-METRICS: tuple[str, ...] = (
-    "idempotent_error",
-    "train_idempotent_error",
-    "loss",
-    "norm",
-    "trace",
-    "update_norm",
-    "image_dim",
-    "epochs_to_threshold",
-    "epochs_run",
-    "wall_seconds",
-)
+METRICS: tuple[str, ...] = FINAL_METRIC_COLUMNS
 # Per-epoch metrics stored in epoch_metric (usable with ``epoch=`` and in curves).
 EPOCH_METRICS: tuple[str, ...] = EPOCH_COLUMNS
 # The fields a comparison groups by (seed and init identify the pair inside a group).
