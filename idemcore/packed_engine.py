@@ -108,7 +108,9 @@ class StackedNet:
         for k in range(last, -1, -1):
             a_in, out = cache[k]
             if self.tanh[k]:
-                g = g * (1 - out * out)  # tanh' = 1 - tanh^2
+                # g * (1 - out^2) (tanh' = 1 - tanh^2) in one fused pass, as autograd's
+                # Tanh backward does: 2.4x faster than the three elementwise ops.
+                g = torch.ops.aten.tanh_backward(g, out)
             if self.biases[k] is not None:
                 grads_rev.append(g.sum(dim=2, keepdim=True))  # (P, out, 1)
             grads_rev.append(torch.bmm(g, a_in.transpose(1, 2)))  # (P, out, in)
@@ -118,56 +120,97 @@ class StackedNet:
         return grads_rev, (g if need_input_grad else None)
 
 
-def _mean_square(diff: torch.Tensor) -> torch.Tensor:
-    """Per-member mean(diff^2) over (d, m): shape (P,). Through the vector norm: no
-    (P, d, m) temporary, and ~4x faster than (diff * diff).mean() on one CPU thread."""
+def _sum_square(diff: torch.Tensor) -> torch.Tensor:
+    """Per-member sum(diff^2) over (d, m): shape (P,). Through the vector norm: no
+    (P, d, m) temporary, and ~4x faster than (diff * diff).sum() on one CPU thread."""
     flat = diff.reshape(diff.shape[0], -1)  # (P, d*m)
-    return torch.linalg.vector_norm(flat, dim=1).square() / flat.shape[1]
+    return torch.linalg.vector_norm(flat, dim=1).square()
 
 
-def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-member mean((a - b)^2) over (d, m): shape (P,)."""
-    return _mean_square(a - b)
+def chunks(m: int, chunk: int | None) -> list[slice]:
+    """The sample ranges of one batch of ``m`` samples, ``chunk`` at a time (None: one)."""
+    if chunk is None or chunk >= m:
+        return [slice(0, m)]
+    return [slice(s, min(s + chunk, m)) for s in range(0, m, chunk)]
 
 
-def step(net: StackedNet, algorithm: str, x: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-    """One SGD update of every member on its batch x (P, d, m); lr is (P, 1, 1).
-
-    Returns each member's loss E(y) = mean((n(y) - y)^2), y = n(x), shape (P,).
-    """
-    m = x.shape[2]
+def _chunk_grads(
+    net: StackedNet, algorithm: str, x: torch.Tensor, m: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One chunk's share of a step on a batch of ``m`` samples: the chunk's sum of
+    squared residuals (P,) and its parameter gradients (the batch's gradient is the sum
+    of its chunks' gradients: every sample enters the loss and Δn independently)."""
+    scale = x.shape[1] * m  # E is a mean over the batch's d*m elements
     if algorithm == "ordinary":
         y, cache1 = net.forward_cached(x)
         y2, cache2 = net.forward_cached(y)
         resid = y2 - y
-        loss = _mean_square(resid)
-        g2 = resid * (2.0 / resid[0].numel())  # dE/dn(y) for a mean over d*m elements
+        sum_sq = _sum_square(resid)
+        g2 = resid.mul_(2.0 / scale)  # dE/dn(y)
         grads2, gy = net.backward(cache2, g2, need_input_grad=True)
         assert gy is not None
-        grads1, _ = net.backward(cache1, gy - g2)  # y feeds E directly and through n
-        grads = [a + b for a, b in zip(grads1, grads2, strict=True)]
-    elif algorithm in ("modified", "m1"):
+        grads1, _ = net.backward(cache1, gy.sub_(g2))  # y feeds E directly and through n
+        for a, b in zip(grads1, grads2, strict=True):
+            a.add_(b)
+        return sum_sq, grads1
+    if algorithm in ("modified", "m1"):
         # m1 on a single bias-free linear layer is exactly this update (the note's Note 1).
         y, cache1 = net.forward_cached(x)
         y2 = net.forward(y)
         y3 = net.forward(y2)
-        diff = y2 - y  # the loss's residual, reused for Δn
-        loss = _mean_square(diff)
-        # -Δn = -(3 y2 - 2 y3 - y) = 2 (y3 - y2) - (y2 - y), in place on fresh buffers
-        cotangent = y3.sub_(y2).mul_(2).sub_(diff).div_(m)  # dE/dy := -Δn / m
+        diff = y2.sub_(y)  # the loss's residual, reused for Δn (y2 itself is not needed)
+        sum_sq = _sum_square(diff)
+        # -Δn = -(3 y2 - 2 y3 - y) = 2 (y3 - y2) - (y2 - y); y3 - y2 = y3 - y - diff
+        cotangent = y3.sub_(y).sub_(diff).mul_(2).sub_(diff).div_(m)  # dE/dy := -Δn / m
         grads, _ = net.backward(cache1, cotangent)
-    else:
-        raise ValueError(f"algorithm: unknown {algorithm!r}")
+        return sum_sq, grads
+    raise ValueError(f"algorithm: unknown {algorithm!r}")
+
+
+def step(
+    net: StackedNet,
+    algorithm: str,
+    x: torch.Tensor,
+    lr: torch.Tensor,
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """One SGD update of every member on its batch x (P, d, m); lr is (P, 1, 1).
+
+    ``chunk`` splits the batch's samples into passes of at most that many, whose
+    gradients are summed before the one update: the same step, but each pass's
+    activations stay in the CPU's cache (measured: a full-batch N3 epoch of 20 members
+    2.3x faster in chunks of 1000 than in one pass of 10000).
+
+    Returns each member's loss E(y) = mean((n(y) - y)^2), y = n(x), shape (P,).
+    """
+    m = x.shape[2]
+    sum_sq: torch.Tensor | None = None
+    grads: list[torch.Tensor] = []
+    for part in chunks(m, chunk):
+        part_sq, part_grads = _chunk_grads(net, algorithm, x[:, :, part], m)
+        if sum_sq is None:
+            sum_sq, grads = part_sq, part_grads
+        else:
+            sum_sq.add_(part_sq)
+            for a, b in zip(grads, part_grads, strict=True):
+                a.add_(b)
+    assert sum_sq is not None
     for p, g in zip(net.params(), grads, strict=True):
         p.sub_(g.mul_(lr))
-    return loss
+    return sum_sq.div_(x.shape[1] * m)
 
 
 @torch.no_grad()
-def idempotent_error(net: StackedNet, x: torch.Tensor) -> torch.Tensor:
-    """Per-member mean((n(n(x)) - n(x))^2) over x (P, d, m): shape (P,)."""
-    y = net.forward(x)
-    return _mse(net.forward(y), y)
+def idempotent_error(net: StackedNet, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Per-member mean((n(n(x)) - n(x))^2) over x (P, d, m), ``chunk`` samples per
+    pass: shape (P,)."""
+    total: torch.Tensor | None = None
+    for part in chunks(x.shape[2], chunk):
+        y = net.forward(x[:, :, part])
+        part_sq = _sum_square(net.forward(y).sub_(y))
+        total = part_sq if total is None else total.add_(part_sq)
+    assert total is not None
+    return total.div_(x.shape[1] * x.shape[2])
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
+from idemcore import packed_run
 from idemcore.config import TrialConfig
 from idemcore.packed import (
     MAX_AUTO_PACK,
@@ -18,6 +19,7 @@ from idemcore.packed import (
     group_configs,
     pack_key,
 )
+from idemcore.packed_engine import chunks
 from idemcore.train import EpochRecord, Training, TrialResult
 
 LRS = (0.05, 0.01, 0.002)
@@ -124,6 +126,34 @@ def test_packed_equals_unpacked(arch: str, algorithm: str, dtype: str, rtol: flo
         records, result = unpacked(cfg)
         assert_same(per_member[i], records, rtol, f"{arch}/{algorithm}/{dtype} member {i}")
         assert_same_result(results[i], result, rtol, f"{arch}/{algorithm}/{dtype} member {i}")
+
+
+@pytest.mark.parametrize("arch,algorithm", CASES)
+def test_chunked_passes_equal_one_pass(
+    arch: str, algorithm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of 16 passed 5 samples at a time (5, 5, 5, 1: the last chunk short) gives
+    the unpacked run's records: the chunks' gradients and squared residuals are summed
+    before the one update. (The tests' other batches fit in one chunk.)"""
+    monkeypatch.setattr(packed_run, "chunk_size", lambda *_: 5)
+    cfgs = members(base(arch, algorithm, epochs=20, data="gaussian-fixed"))
+    pt = PackedTraining(cfgs)
+    assert pt._batched is not None and pt._batched._chunk == 5
+    per_member, results = run_packed(cfgs)
+    for i, cfg in enumerate(cfgs):
+        records, result = unpacked(cfg)
+        assert_same(per_member[i], records, 1e-9, f"{arch}/{algorithm} chunked member {i}")
+        assert_same_result(results[i], result, 1e-9, f"{arch}/{algorithm} chunked member {i}")
+
+
+def test_chunk_sizes() -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert packed_run.chunk_size(20, 10, gpu) is None  # a GPU takes the batch at once
+    assert packed_run.chunk_size(20, 10, cpu) == packed_run.CHUNK_ELEMENTS // 200
+    assert packed_run.chunk_size(10_000, 128, cpu) == packed_run.MIN_CHUNK
+    assert chunks(10, None) == [slice(0, 10)]
+    assert chunks(10, 10) == [slice(0, 10)]
+    assert chunks(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
 
 
 @pytest.mark.parametrize(
