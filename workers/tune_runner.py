@@ -336,6 +336,10 @@ def run_tune(
             verbose=0,
         ),
     )
+    # Tune's result files are off (the store holds the results), so the ResultGrid's
+    # "Failed to fetch metrics ... result.json and progress.csv were not found" warning,
+    # one line per trial, says nothing: keep it out of worker.log.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     grid = tuner.fit()  # does not raise on trial errors: the grid holds them
     outcome.stopped = stop.is_set()
     if not outcome.stopped:
