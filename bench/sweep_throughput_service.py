@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,21 @@ def _stop(proc: subprocess.Popen[bytes], name: str) -> None:
         proc.wait(timeout=30)
 
 
-def run_service_sweep(spec: dict[str, Any], expected_trials: int, timeout_s: float = 7200) -> int:
-    """POST ``spec`` to a fresh service and wait for the sweep to end; return the number
-    of epoch rows stored. Prints the sweep time (POST -> all trials final)."""
+@dataclass(frozen=True)
+class ServiceRun:
+    """One end-to-end run: epoch rows stored, POST -> every trial final (the issue's
+    measure), and the same plus starting the service (db upgrade, api, worker, Ray)."""
+
+    rows: int
+    sweep_seconds: float
+    with_startup_seconds: float
+
+
+def run_service_sweep(
+    spec: dict[str, Any], expected_trials: int, timeout_s: float = 7200
+) -> ServiceRun:
+    """Start a fresh service, POST ``spec``, wait for the sweep to end, stop the service."""
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="idem-bench-") as tmp:
         data_dir = Path(tmp)
         port = _free_port()
@@ -97,7 +110,7 @@ def run_service_sweep(spec: dict[str, Any], expected_trials: int, timeout_s: flo
             )
             if sweep["status"] != "succeeded":
                 raise RuntimeError(f"sweep ended {sweep['status']}: {sweep.get('error')}")
-            return rows
+            return ServiceRun(rows, elapsed, time.perf_counter() - started)
         finally:
             _stop(worker, "worker")
             _stop(api, "api")
