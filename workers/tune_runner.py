@@ -233,6 +233,7 @@ class StoreCallback(tune.Callback):
                     result_,
                     final.get("error"),
                     records=batches.get(tid, []),
+                    repeat_ok=True,  # a retry after a lost commit reply
                 )
             pause_point("epochs-before-commit")  # tests only (service/faultpoints.py)
             return rows
@@ -252,7 +253,7 @@ class StoreCallback(tune.Callback):
 
         def write(session: Session) -> None:
             for tid in ids:
-                finish_trial(session, tid, TrialStatus.failed, None, error)
+                finish_trial(session, tid, TrialStatus.failed, None, error, repeat_ok=True)
 
         in_transaction(self.engine, write, what="failed trials")
         self.finished.update(ids)

@@ -383,10 +383,16 @@ def finish_trial(
     result: TrialResult | None,
     error: str | None,
     records: Sequence[EpochRecord] = (),
-) -> None:
+    *,
+    repeat_ok: bool = False,
+) -> bool:
     """Write the trial's last epoch rows and its final state in the caller's transaction.
 
-    ``status`` must be final; a trial that is already final raises InvalidTransition.
+    ``status`` must be final; a trial that is already final raises InvalidTransition,
+    except that with ``repeat_ok`` a trial already in exactly ``status`` is left as it is
+    and False is returned: the retry of a transaction whose commit went through but whose
+    reply was lost (the worker retries store writes on connection errors). Returns True
+    when it wrote.
     """
     status = TrialStatus(status)
     if status not in TRIAL_FINAL:
@@ -396,6 +402,8 @@ def finish_trial(
     ).one_or_none()
     if current is None:
         raise NotFound(f"trial {trial_id} not found")
+    if repeat_ok and TrialStatus(current) == status:
+        return False
     check_transition(TrialStatus(current), status)
     append_epochs(session, trial_id, records)
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
@@ -420,6 +428,7 @@ def finish_trial(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
+    return True
 
 
 def finish_sweep(session: Session, sweep_id: int, worker_id: str) -> SweepStatus:

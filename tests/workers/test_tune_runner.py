@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from sqlalchemy import Engine
 
 from idemcore.train import train
@@ -78,6 +81,40 @@ def test_callback_writes_batches_and_final_and_replay_adds_nothing(engine: Engin
     assert row.idempotent_error == expected.idempotent_error
     assert row.epochs_run == 10
     cb.write_result(payloads[-1])  # a duplicate final is ignored, never an error
+
+
+def test_retry_after_a_lost_commit_reply_finishes_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final batch commits, then the driver raises as if the connection dropped
+    before the reply: the worker's retry (workers.store_retry) runs the same write again
+    and must not fail on the trial it already finished."""
+    sweep_id = add_sweep(engine, [make_config(epochs=10)])
+    with session_scope(engine) as session:
+        (todo,) = unfinished_trials(session, sweep_id)
+    payloads = _payloads(10, todo.id)
+    cb = StoreCallback(engine)
+    for p in payloads[:-1]:
+        cb.write_result(p)
+    real_commit = engine.dialect.do_commit
+    commits: list[str] = []
+
+    def commit_then_lose_the_reply(dbapi_connection: Any) -> None:
+        real_commit(dbapi_connection)  # the database has it
+        commits.append("committed")
+        if len(commits) == 1:
+            exc = engine.dialect.loaded_dbapi.OperationalError("connection lost after COMMIT")
+            raise exc
+
+    monkeypatch.setattr(engine.dialect, "do_commit", commit_then_lose_the_reply)
+    cb.write_result(payloads[-1])  # raised InvalidTransition before repeat_ok
+    monkeypatch.undo()
+    assert len(commits) == 2  # the first try committed, the retry wrote nothing new
+    assert todo.id in cb.finished
+    assert epoch_numbers(engine, todo.id) == list(range(1, 11))
+    with session_scope(engine) as session:
+        row = get_trial(session, todo.id)
+    assert row.status == "succeeded" and row.epochs_run == 10
 
 
 def test_callback_fail_marks_unfinished_members_failed(engine: Engine) -> None:

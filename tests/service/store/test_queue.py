@@ -143,6 +143,13 @@ def test_finish_trial_writes_rows_and_state_atomically(engine: Engine) -> None:
         with pytest.raises(InvalidTransition):
             queue.finish_trial(s, todo.id, TrialStatus.failed, None, "late")
         with pytest.raises(InvalidTransition):
+            queue.finish_trial(s, todo.id, TrialStatus.succeeded, None, None)
+        # A retried write of the same final state (lost commit reply) changes nothing.
+        assert not queue.finish_trial(s, todo.id, TrialStatus.succeeded, None, None, repeat_ok=True)
+        with pytest.raises(InvalidTransition):
+            queue.finish_trial(s, todo.id, TrialStatus.failed, None, "late", repeat_ok=True)
+        assert queries.get_trial(s, todo.id).epochs_run == 5
+        with pytest.raises(InvalidTransition):
             queue.finish_trial(s, todo.id, TrialStatus.running, None, None)
 
 
