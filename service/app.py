@@ -34,6 +34,7 @@ from service.exceptions import (
     SweepFinished,
     Unauthorized,
 )
+from service.report.cache import ReportCache
 from service.routes import health, plots, report, results, sweeps, trials
 from service.settings import Settings, get_settings
 from service.store.engine import make_engine, require_current_schema
@@ -207,6 +208,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.report_cache = ReportCache()
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
