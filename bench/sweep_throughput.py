@@ -6,6 +6,9 @@ Parts (``--part``):
           epoch: ``PackedTraining`` against 20 sequential ``Training`` runs in the same
           process, interleaved over ``--repeats``; prints the best times, the ratio and
           the largest relative difference of any member's metric.
+``keys``  every pack key of the grid below (architecture x algorithm x batch), one pack of
+          ``--members`` against the same members one after another: ms per
+          member-epoch and the ratio (``--epochs`` 200 by default; 20 is enough).
 ``grid``  the issue's grid (N1, N2, N3, B1 x modified, ordinary x 4 learning rates x full
           and small batch x 5 seeds, 200 epochs: 320 trials), run by the modes chosen
           with ``--modes`` (default 1,2,3,4):
@@ -87,11 +90,13 @@ def run_packed(configs: list[TrialConfig]) -> list[list[EpochRecord]]:
 
 def max_rel_diff(
     a: list[list[EpochRecord]], b: list[list[EpochRecord]], floor: float = 0.0
-) -> float:
-    """Largest relative difference of any metric of any member at any epoch; values
-    below ``floor`` in magnitude are compared absolutely (float32 round-off: a converged
-    N1's update_norm is ~1e-9, one ulp of its weights, in either run)."""
-    worst = 0.0
+) -> tuple[float, str]:
+    """Largest relative difference of any metric of any member at any epoch, and which
+    metric; values below ``floor`` in magnitude are compared absolutely. Round-off sets
+    the floor: a converged member's update_norm is about one ulp of its weights (~1e-9
+    in float32, 1e-19 to 1e-12 in float64) and an exact projection's idempotent error
+    is ~1e-33 in float64, in either run, with different rounding."""
+    worst, which = 0.0, "-"
     for ra, rb in zip(a, b, strict=True):
         assert len(ra) == len(rb)
         for x, y in zip(ra, rb, strict=True):
@@ -101,10 +106,12 @@ def max_rel_diff(
                 u, v = getattr(x, f.name), getattr(y, f.name)
                 if u is None or v is None:
                     if u is not v:
-                        return math.inf
+                        return math.inf, f.name
                     continue
-                worst = max(worst, abs(u - v) / max(abs(u), abs(v), floor, 1e-300))
-    return worst
+                diff = abs(u - v) / max(abs(u), abs(v), floor, 1e-300)
+                if diff > worst:
+                    worst, which = diff, f.name
+    return worst, which
 
 
 def part_pack(args: argparse.Namespace) -> None:
@@ -125,7 +132,8 @@ def part_pack(args: argparse.Namespace) -> None:
         pack_cpu.append(time.process_time() - c)
     assert seq is not None and packed is not None
     best_seq, best_pack = min(seq_times), min(pack_times)
-    floor = 1e-4 if args.dtype == "float32" else 0.0
+    floor = 1e-4 if args.dtype == "float32" else 1e-9
+    diff, metric = max_rel_diff(seq, packed, floor)
     print(
         f"N1 x {args.members} members x {args.epochs} epochs, 10000 fresh samples, "
         f"{args.dtype}, torch threads {torch.get_num_threads()}, load average "
@@ -145,12 +153,56 @@ def part_pack(args: argparse.Namespace) -> None:
     )
     print(
         f"  largest relative difference of any metric (values below {floor:g} compared "
-        f"absolutely): {max_rel_diff(seq, packed, floor):.2e}"
+        f"absolutely): {diff:.2e} ({metric})"
     )
 
 
 def _fmt(values: list[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
+
+
+# ---------------------------------------------------------------- part: keys
+
+
+def part_keys(args: argparse.Namespace) -> None:
+    """Per pack key of the grid: one pack of ``--members`` against the same members run
+    one after another, both on the current torch threads; ms per member-epoch."""
+    print(
+        f"per pack key: {args.members} members x {args.epochs} epochs, torch threads "
+        f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
+    )
+    total_seq = total_pack = 0.0
+    for arch in args.archs:
+        for algorithm in ("modified", "ordinary"):
+            for samples, batch in GRID_BATCHES:
+                base = TrialConfig(
+                    architecture=arch,
+                    algorithm=algorithm,
+                    learning_rate=GRID_LRS[0],
+                    samples=samples,
+                    batch_size=batch,
+                    epochs=args.epochs,
+                    seed=0,
+                    dtype=args.dtype,
+                )
+                configs = [
+                    replace(base, seed=i, learning_rate=GRID_LRS[i % len(GRID_LRS)])
+                    for i in range(args.members)
+                ]
+                t = time.perf_counter()
+                seq = run_sequential(configs)
+                seq_ms = (time.perf_counter() - t) * 1e3 / sum(len(r) for r in seq)
+                t = time.perf_counter()
+                packed = run_packed(configs)
+                pack_ms = (time.perf_counter() - t) * 1e3 / sum(len(r) for r in packed)
+                total_seq += seq_ms
+                total_pack += pack_ms
+                print(
+                    f"  {arch} {algorithm:8s} batch {batch:5d}: sequential {seq_ms:.3f} "
+                    f"ms, packed {pack_ms:.3f} ms per member-epoch: {seq_ms / pack_ms:.2f}x",
+                    flush=True,
+                )
+    print(f"  all keys, summed per member-epoch: {total_seq / total_pack:.2f}x")
 
 
 # ---------------------------------------------------------------- part: grid
@@ -293,8 +345,8 @@ def part_grid(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--part", choices=["pack", "grid"], default="grid")
-    p.add_argument("--members", type=int, default=20, help="pack: members")
+    p.add_argument("--part", choices=["pack", "keys", "grid"], default="grid")
+    p.add_argument("--members", type=int, default=20, help="pack, keys: members")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--repeats", type=int, default=3, help="pack: interleaved repeats")
@@ -311,6 +363,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.part == "pack":
         part_pack(args)
+    elif args.part == "keys":
+        part_keys(args)
     else:
         part_grid(args)
 
