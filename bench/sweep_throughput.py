@@ -8,7 +8,8 @@ Parts (``--part``):
           the largest relative difference of any member's metric.
 ``keys``  every pack key of the grid below (architecture x algorithm x batch), one pack of
           ``--members`` against the same members one after another: ms per
-          member-epoch and the ratio (``--epochs`` 200 by default; 20 is enough).
+          member-epoch and the ratio (``--epochs`` 200 by default; 20 is enough;
+          ``--archs`` picks architectures, ``--chunk`` fixes the samples per pass).
 ``grid``  the issue's grid (N1, N2, N3, B1 x modified, ordinary x 4 learning rates x full
           and small batch x 5 seeds, 200 epochs: 320 trials), run by the modes chosen
           with ``--modes`` (default 1,2,3,4):
@@ -169,7 +170,8 @@ def part_keys(args: argparse.Namespace) -> None:
     one after another, both on the current torch threads; ms per member-epoch."""
     print(
         f"per pack key: {args.members} members x {args.epochs} epochs, torch threads "
-        f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
+        f"{torch.get_num_threads()}, chunk {'auto' if args.chunk is None else args.chunk}, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     total_seq = total_pack = 0.0
     for arch in args.archs:
@@ -351,6 +353,13 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--repeats", type=int, default=3, help="pack: interleaved repeats")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="pack, keys: samples per pass in a pack (0: the whole batch); default: "
+        "idemcore.packed_run.chunk_size",
+    )
     p.add_argument("--modes", default="1,2,3,4", help="grid: which modes, e.g. 1,4")
     p.add_argument("--seeds", type=int, default=5, help="grid: seeds per configuration")
     p.add_argument("--lrs", default=",".join(str(v) for v in GRID_LRS), help="grid: lrs")
@@ -361,6 +370,11 @@ def main() -> None:
     args.archs = tuple(a.strip() for a in args.archs.split(","))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.chunk is not None:
+        from idemcore import packed_run
+
+        fixed = None if args.chunk == 0 else args.chunk
+        packed_run.chunk_size = lambda *_: fixed  # type: ignore[assignment]
     if args.part == "pack":
         part_pack(args)
     elif args.part == "keys":
