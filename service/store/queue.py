@@ -15,7 +15,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Table, and_, select, update
+from sqlalchemy import Engine, Table, and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from idemcore.config import TrialConfig
@@ -406,6 +406,15 @@ def finish_trial(
         return False
     check_transition(TrialStatus(current), status)
     append_epochs(session, trial_id, records)
+    if result is not None:
+        # A rerun that stopped earlier than an earlier attempt (a GPU run that diverged
+        # sooner: only deterministic CPU runs are guaranteed to repeat) leaves that
+        # attempt's later rows behind; the final state keeps exactly 1..epochs_run.
+        session.execute(
+            delete(EpochMetric).where(
+                EpochMetric.trial_id == trial_id, EpochMetric.epoch > result.epochs_run
+            )
+        )
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
     if result is not None:
         values.update(

@@ -153,6 +153,37 @@ def test_finish_trial_writes_rows_and_state_atomically(engine: Engine) -> None:
             queue.finish_trial(s, todo.id, TrialStatus.running, None, None)
 
 
+def test_final_state_drops_rows_past_epochs_run(engine: Engine) -> None:
+    """An earlier attempt stored epochs 1..8; the rerun stopped after 5 (diverged
+    sooner): the final trial keeps exactly epochs 1..5, from the rerun."""
+    created = add_sweep(engine, make_grid(seeds=(0,)))
+    queue.claim_sweep(engine, _worker(engine))
+    with session_scope(engine) as s:
+        todo = queue.unfinished_trials(s, created.id)[0]
+        queue.mark_trials_running(s, [todo.id])
+        queue.append_epochs(s, todo.id, fake_epochs(8))
+    with session_scope(engine) as s:
+        queue.finish_trial(
+            s,
+            todo.id,
+            TrialStatus.diverged,
+            fake_result(epochs_run=5, diverged=True),
+            None,
+            fake_epochs(5, scale=2.0),
+        )
+    with session_scope(engine) as s:
+        rows = queries.trial_epochs(s, todo.id)
+        assert [r.epoch for r in rows] == [1, 2, 3, 4, 5]
+        assert queries.get_trial(s, todo.id).epochs_run == 5
+    with session_scope(engine) as s:  # a failed trial (no result) keeps what it had
+        other = queue.unfinished_trials(s, created.id)[0]
+        queue.mark_trials_running(s, [other.id])
+        queue.append_epochs(s, other.id, fake_epochs(3))
+        queue.finish_trial(s, other.id, TrialStatus.failed, None, "boom")
+    with session_scope(engine) as s:
+        assert [r.epoch for r in queries.trial_epochs(s, other.id)] == [1, 2, 3]
+
+
 def test_release_and_fail_sweep(engine: Engine) -> None:
     created = add_sweep(engine, make_grid(seeds=(0,)))
     w = _worker(engine)
