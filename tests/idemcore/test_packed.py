@@ -104,6 +104,15 @@ def run_packed(cfgs: list[TrialConfig]) -> tuple[list[list[EpochRecord | None]],
     return per_member, pt.results()
 
 
+def assert_members_match_alone(cfgs: list[TrialConfig], rtol: float, tag: str) -> None:
+    """Train ``cfgs`` as one pack and each alone; every record and result agrees."""
+    per_member, results = run_packed(cfgs)
+    for i, cfg in enumerate(cfgs):
+        records, result = unpacked(cfg)
+        assert_same(per_member[i], records, rtol, f"{tag} member {i}")
+        assert_same_result(results[i], result, rtol, f"{tag} member {i}")
+
+
 CASES = [
     ("N1", "ordinary"),
     ("N1", "modified"),
@@ -121,11 +130,7 @@ CASES = [
 @pytest.mark.parametrize("arch,algorithm", CASES)
 def test_packed_equals_unpacked(arch: str, algorithm: str, dtype: str, rtol: float) -> None:
     cfgs = members(base(arch, algorithm, dtype=dtype))
-    per_member, results = run_packed(cfgs)
-    for i, cfg in enumerate(cfgs):
-        records, result = unpacked(cfg)
-        assert_same(per_member[i], records, rtol, f"{arch}/{algorithm}/{dtype} member {i}")
-        assert_same_result(results[i], result, rtol, f"{arch}/{algorithm}/{dtype} member {i}")
+    assert_members_match_alone(cfgs, rtol, f"{arch}/{algorithm}/{dtype}")
 
 
 @pytest.mark.parametrize("arch,algorithm", CASES)
@@ -139,11 +144,7 @@ def test_chunked_passes_equal_one_pass(
     cfgs = members(base(arch, algorithm, epochs=20, data="gaussian-fixed"))
     pt = PackedTraining(cfgs)
     assert pt._batched is not None and pt._batched._chunk == 5
-    per_member, results = run_packed(cfgs)
-    for i, cfg in enumerate(cfgs):
-        records, result = unpacked(cfg)
-        assert_same(per_member[i], records, 1e-9, f"{arch}/{algorithm} chunked member {i}")
-        assert_same_result(results[i], result, 1e-9, f"{arch}/{algorithm} chunked member {i}")
+    assert_members_match_alone(cfgs, 1e-9, f"{arch}/{algorithm} chunked")
 
 
 def test_chunk_sizes() -> None:
@@ -167,11 +168,7 @@ def test_chunk_sizes() -> None:
 )
 def test_packed_equals_unpacked_variants(kw: dict[str, object]) -> None:
     cfgs = members(base("N3", "modified", epochs=10, **kw))
-    per_member, results = run_packed(cfgs)
-    for i, cfg in enumerate(cfgs):
-        records, result = unpacked(cfg)
-        assert_same(per_member[i], records, 1e-9, f"{kw} member {i}")
-        assert_same_result(results[i], result, 1e-9, f"{kw} member {i}")
+    assert_members_match_alone(cfgs, 1e-9, str(kw))
 
 
 def test_diverging_member_leaves_others_untouched() -> None:
