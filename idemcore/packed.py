@@ -119,7 +119,8 @@ def auto_pack_size(config: TrialConfig, available_bytes: int | None = None) -> i
 def group_configs(
     configs: Sequence[TrialConfig], pack: int | bool | None = None
 ) -> list[list[int]]:
-    """Indices of ``configs`` grouped by :func:`pack_key` and chunked by pack size.
+    """Indices of ``configs`` grouped by :func:`pack_key`, each key's members split
+    evenly into packs of at most the pack size (:func:`split_evenly`).
 
     ``pack`` is the spec's override: ``False`` (or 1) trains every config alone, an
     integer caps the pack size, ``None`` or ``True`` picks :func:`auto_pack_size`.
@@ -151,8 +152,23 @@ def group_configs(
             size = auto_pack_size(configs[members[0]])
         else:
             size = pack
-        groups.extend(members[j : j + size] for j in range(0, len(members), size))
+        groups.extend(split_evenly(members, size))
     return groups
+
+
+def split_evenly(members: list[int], size: int) -> list[list[int]]:
+    """``members`` in as few packs of at most ``size`` as possible, their sizes differing
+    by at most one (40 members at size 32: 20 + 20, not 32 + 8, so two concurrent packs
+    finish together instead of one running alone at the end)."""
+    count = -(-len(members) // size)
+    small, extra = divmod(len(members), count)
+    out: list[list[int]] = []
+    start = 0
+    for j in range(count):
+        n = small + (1 if j < extra else 0)
+        out.append(members[start : start + n])
+        start += n
+    return out
 
 
 class PackedTraining:

@@ -18,6 +18,7 @@ from idemcore.packed import (
     can_pack,
     group_configs,
     pack_key,
+    split_evenly,
 )
 from idemcore.packed_engine import chunks
 from idemcore.train import EpochRecord, Training, TrialResult
@@ -225,6 +226,20 @@ def test_can_pack_and_auto_size() -> None:
     assert auto_pack_size(big, available_bytes=1) == 1
 
 
+def test_split_evenly() -> None:
+    assert split_evenly(list(range(40)), 32) == [list(range(20)), list(range(20, 40))]
+    assert [len(g) for g in split_evenly(list(range(10)), 4)] == [4, 3, 3]
+    assert split_evenly(list(range(5)), 5) == [list(range(5))]
+    assert split_evenly([7], 3) == [[7]]
+    for n in range(1, 30):
+        for size in range(1, 12):
+            packs = split_evenly(list(range(n)), size)
+            assert [i for g in packs for i in g] == list(range(n))
+            assert len(packs) == -(-n // size)
+            assert max(len(g) for g in packs) - min(len(g) for g in packs) <= 1
+            assert max(len(g) for g in packs) <= size
+
+
 def test_group_configs() -> None:
     a = [base(seed=s, learning_rate=lr) for s in range(5) for lr in (0.1, 0.01)]  # 10, one key
     b = [base("N2", seed=s) for s in range(3)]  # 3, another key
@@ -234,7 +249,8 @@ def test_group_configs() -> None:
     ib = [4, 5, 6]
     assert group_configs(cfgs, pack=False) == [[i] for i in range(len(cfgs))]
     assert group_configs(cfgs, pack=1) == [[i] for i in [*ia, *ib, 7, 8]]
-    assert group_configs(cfgs, pack=4) == [ia[:4], ia[4:8], ia[8:], ib, [7], [8]]
+    # 10 members at most 4 a pack: 4 + 3 + 3 (even), not 4 + 4 + 2
+    assert group_configs(cfgs, pack=4) == [ia[:4], ia[4:7], ia[7:], ib, [7], [8]]
     assert group_configs(cfgs, pack=None) == [ia, ib, [7], [8]]
     assert group_configs(cfgs, pack=True) == [ia, ib, [7], [8]]
     assert sorted(i for g in group_configs(cfgs, pack=3) for i in g) == list(range(len(cfgs)))
