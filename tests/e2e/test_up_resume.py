@@ -1,0 +1,140 @@
+"""A second `idem up` on the same data directory finishes the sweep the first one was
+stopped in the middle of: trials finished before the stop are kept as they were (not
+rerun), the others run, and every finished trial holds its epoch rows 1..epochs_run once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import free_port
+from tests.e2e.test_up import processes_mentioning
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+FINAL = ("succeeded", "diverged", "failed", "cancelled")
+SPEC = {
+    "name": "up-resume",
+    "architectures": ["N1"],
+    "algorithms": ["modified", "ordinary"],
+    "learning_rates": [0.01, 0.02, 0.05],
+    "batches": [{"samples": 10000, "batch_size": 10000}],
+    "seeds": 2,
+    "epochs": 600,
+    "pack": False,  # one trial at a time on one CPU: the stop lands between trials
+}
+TRIALS = 12
+
+
+def start_up(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "IDEM_DATA_DIR": str(data_dir),
+        "IDEM_PORT": str(port),
+        "RAY_AUTH_MODE": "disabled",  # throwaway local cluster
+    }
+    env.pop("IDEM_DATABASE_URL", None)
+    env.pop("IDEM_RAY_ADDRESS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "idemsweep", "up", "--num-cpus", "1", "--dashboard-port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_healthy(up: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 150
+    while True:
+        assert up.poll() is None, up.stdout.read() if up.stdout else ""
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the API did not come up"
+        time.sleep(0.5)
+
+
+def stop_up(up: subprocess.Popen[str]) -> str:
+    up.send_signal(signal.SIGINT)
+    out, _ = up.communicate(timeout=120)
+    assert up.returncode == 0, out
+    return out
+
+
+def trials(url: str, sweep_id: int) -> dict[int, dict[str, Any]]:
+    body = httpx.get(f"{url}/sweeps/{sweep_id}/trials?limit=100", timeout=10).json()
+    return {t["id"]: t for t in body["data"]}
+
+
+def test_second_up_finishes_the_interrupted_sweep() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="idem-resume-", dir="/tmp"))
+    try:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        first = start_up(data_dir, port)
+        try:
+            wait_healthy(first, url)
+            created = httpx.post(f"{url}/sweeps", json=SPEC, timeout=30).json()
+            assert created["trial_count"] == TRIALS
+            deadline = time.monotonic() + 240
+            while True:  # stop once some, not all, trials are final
+                sweep = httpx.get(f"{url}/sweeps/{created['id']}", timeout=10).json()
+                done = sum(sweep["trials_by_status"].get(s, 0) for s in FINAL)
+                if done >= 2:
+                    break
+                assert time.monotonic() < deadline, f"no progress: {sweep}"
+                time.sleep(0.2)
+            before = trials(url, created["id"])
+        finally:
+            out = stop_up(first)
+        assert "idem up: stopped" in out
+        kept = {i: t for i, t in before.items() if t["status"] in FINAL}
+        assert 2 <= len(kept) < TRIALS, "the stop came too late to test a resume"
+
+        second = start_up(data_dir, port)
+        try:
+            wait_healthy(second, url)
+            deadline = time.monotonic() + 300
+            while True:
+                sweep = httpx.get(f"{url}/sweeps/{created['id']}", timeout=10).json()
+                if sweep["status"] in FINAL:
+                    break
+                assert time.monotonic() < deadline, f"sweep still {sweep['status']}"
+                time.sleep(1)
+            after = trials(url, created["id"])
+        finally:
+            stop_up(second)
+
+        assert sweep["status"] == "succeeded", sweep
+        assert all(t["status"] in ("succeeded", "diverged") for t in after.values())
+        for tid, t in kept.items():  # finished before the stop: untouched, not rerun
+            assert after[tid]["finished_at"] == t["finished_at"]
+            assert after[tid]["attempts"] == t["attempts"] == 1
+        with sqlite3.connect(data_dir / "idem.db") as db:
+            rows = db.execute(
+                "SELECT t.id, t.epochs_run, count(e.epoch), count(DISTINCT e.epoch), "
+                "min(e.epoch), max(e.epoch) FROM trial t JOIN epoch_metric e "
+                "ON e.trial_id = t.id WHERE t.sweep_id = ? GROUP BY t.id",
+                (created["id"],),
+            ).fetchall()
+        assert len(rows) == TRIALS
+        for tid, epochs_run, n, distinct, lo, hi in rows:
+            assert (n, distinct, lo, hi) == (epochs_run, epochs_run, 1, epochs_run), tid
+        time.sleep(1)
+        assert processes_mentioning(str(data_dir)) == []
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
