@@ -9,6 +9,7 @@ with the returned trial count) and prints p50/p95/p99 latency per route, request
 second, and any non-2xx answers (there must be none).
 
     .venv/bin/python bench/api_load.py --clients 50 --seconds 60
+    .venv/bin/python bench/api_load.py --clients 50 --seconds 60 --api-workers 2
 """
 
 from __future__ import annotations
@@ -194,6 +195,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--database-url", default=None, help="default: a throwaway PostgreSQL")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="`idem api --workers N` (default 1)"
+    )
     args = parser.parse_args()
 
     from service.store.engine import upgrade_database
@@ -220,6 +224,8 @@ def main() -> int:
                 str(port),
                 "--log-level",
                 "warning",
+                "--workers",
+                str(args.api_workers),
             ],
             cwd=REPO,
             env=env,
@@ -245,7 +251,8 @@ def main() -> int:
         lost = verify(url, stats.created)
         total = sum(len(v) for v in stats.latency.values())
         print(
-            f"{args.clients} clients, {wall:.1f} s, {total} requests, {total / wall:.0f} req/s,"
+            f"{args.clients} clients, {args.api_workers} API process(es), {wall:.1f} s,"
+            f" {total} requests, {total / wall:.0f} req/s,"
             f" {len(stats.created)} sweeps created, {len(stats.errors)} errors,"
             f" {len(lost)} lost submissions"
         )

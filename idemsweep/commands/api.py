@@ -20,6 +20,13 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default=None, help="address to bind (default IDEM_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default IDEM_PORT, 8000)")
     p.add_argument("--log-level", default="info", help="uvicorn log level")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes (uvicorn workers, default 1); each has its own database "
+        "connection pool and report cache",
+    )
     p.set_defaults(handler=run)
 
 
@@ -39,13 +46,28 @@ def run(args: argparse.Namespace) -> int:
     from service.exceptions import SchemaNotCurrent
     from service.settings import get_settings
 
+    if args.workers < 1:
+        raise CliError(f"--workers: must be a positive integer, got {args.workers}")
     settings = get_settings()
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     check_bind(host, bool(settings.api_tokens))
     try:
-        app = create_app(settings)
+        app = create_app(settings)  # checks the schema before any worker starts
     except SchemaNotCurrent as exc:
         raise CliError(exc.message) from None
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level)
+    if args.workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=args.log_level)
+        return 0
+    # Several processes: uvicorn imports the factory in each, which reads the same
+    # environment (IDEM_*) as this one.
+    app.state.engine.dispose()
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        workers=args.workers,
+        host=host,
+        port=port,
+        log_level=args.log_level,
+    )
     return 0

@@ -18,6 +18,7 @@ import pytest
 from service.store import queue
 from service.store.engine import make_engine, session_scope, upgrade_database
 from service.store.status import TrialStatus
+from tests.service.conftest import SMALL_SPEC
 from tests.utils.factories import fake_epochs, fake_result
 
 IDEM = [sys.executable, "-m", "idemsweep"]
@@ -228,6 +229,87 @@ def test_unreachable_server_is_one_line_exit_2(tmp_path: Path) -> None:
     r = idem("status", "1", env=env_for(tmp_path, f"http://127.0.0.1:{free_port()}"))
     assert r.returncode == 2
     assert "cannot reach" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_api_with_two_workers_serves_from_two_processes(tmp_path: Path) -> None:
+    """`idem api --workers 2`: two uvicorn worker processes under one parent answer the
+    same API on one port; SIGTERM stops them all."""
+    upgrade_database(f"sqlite:///{tmp_path / 'idem.db'}")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [*IDEM, "api", "--port", str(port), "--workers", "2", "--log-level", "warning"],
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        children: list[int] = []
+        while True:
+            children = child_pids(proc.pid)
+            try:
+                ok = httpx.get(f"{url}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok and len(children) >= 2:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read() if proc.stdout else ""
+                pytest.fail(f"idem api --workers 2 did not start: {children} {out}")
+            time.sleep(0.3)
+        created = httpx.post(f"{url}/sweeps", json=SMALL_SPEC, timeout=30).json()
+        for _ in range(6):  # whichever process answers sees the same store
+            got = httpx.get(f"{url}/sweeps/{created['id']}", timeout=10).json()
+            assert got["trial_count"] == created["trial_count"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    time.sleep(0.5)
+    assert [pid for pid in children if running(pid)] == []  # exited (a zombie has)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (an exited child not yet reaped by init does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` that run Python (uvicorn's workers)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"python" in cmdline:
+            out.append(int(entry.name))
+    return out
+
+
+def test_api_refuses_zero_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    r = idem_here(
+        "api", "--workers", "0", "--port", str(free_port()),
+        env=env_for(tmp_path), monkeypatch=monkeypatch, capsys=capsys,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "--workers" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_api_refuses_a_public_address_without_tokens(
