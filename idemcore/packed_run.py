@@ -29,8 +29,9 @@ SINGLE_THREAD_ELEMENTS = 1 << 16
 # On a CPU, a pass over a batch works on at most this many elements per layer (members x
 # widest layer x samples) at a time, so that its activations stay in the core's cache:
 # 20 members of N3 (widest 10) then pass 1000 samples at a time. Measured on a 2-core
-# Xeon (2 MiB L2 per core), a full batch of 10000 in one pass ran 1.7x (N1) to 2.3x (N3)
-# slower than in chunks of 1000-2000; below ~250 samples per pass, dispatch dominates.
+# Xeon (2 MiB L2 per core), a full batch of 10000 in one pass ran 1.2x (N3 modified) to
+# 1.6x (N1 ordinary) slower than in chunks of 1000-2000; below ~250 samples per pass,
+# dispatch dominates (docs/benchmarks.md, "Sweep throughput").
 CHUNK_ELEMENTS = 200_000
 MIN_CHUNK = 256
 
