@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,61 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (the test's own data dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def start_up(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    """`idem up` on one CPU with ``data_dir`` and the API on ``port``, output captured."""
+    env = {
+        **os.environ,
+        "IDEM_DATA_DIR": str(data_dir),
+        "IDEM_PORT": str(port),
+        "RAY_AUTH_MODE": "disabled",  # throwaway local cluster
+    }
+    env.pop("IDEM_DATABASE_URL", None)
+    env.pop("IDEM_RAY_ADDRESS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "idemsweep", "up", "--num-cpus", "1", "--dashboard-port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_healthy(up: subprocess.Popen[str], url: str) -> None:
+    """Until the API answers /health (the process must stay up; 150 s at most)."""
+    deadline = time.monotonic() + 150
+    while True:
+        assert up.poll() is None, up.stdout.read() if up.stdout else ""
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the API did not come up"
+        time.sleep(0.5)
+
+
+def stop_up(up: subprocess.Popen[str]) -> str:
+    """Ctrl-C, as a user would; it must exit 0. Returns its output."""
+    up.send_signal(signal.SIGINT)
+    out, _ = up.communicate(timeout=120)
+    assert up.returncode == 0, out
+    return out
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,7 @@ report is served, Ctrl-C stops every process it started and exits 0 (about a min
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import (
+    free_port,
+    processes_mentioning,
+    start_up,
+    stop_up,
+    wait_healthy,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -30,20 +32,6 @@ SPEC = {
 }
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Pids whose command line mentions ``text`` (the test's own data dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if text in cmdline:
-                pids.append(int(entry.name))
-    return pids
-
-
 def test_up_runs_a_sweep_and_stops_cleanly() -> None:
     # A short path, so Ray's temp dir (and its processes' command lines) lives inside it.
     data_dir = Path(tempfile.mkdtemp(prefix="idem-up-", dir="/tmp"))
@@ -55,33 +43,11 @@ def test_up_runs_a_sweep_and_stops_cleanly() -> None:
 
 def run_up(data_dir: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "IDEM_DATA_DIR": str(data_dir),
-        "IDEM_PORT": str(port),
-        "RAY_AUTH_MODE": "disabled",  # throwaway local cluster
-    }
-    env.pop("IDEM_DATABASE_URL", None)
-    env.pop("IDEM_RAY_ADDRESS", None)
-    up = subprocess.Popen(
-        [sys.executable, "-m", "idemsweep", "up", "--num-cpus", "1", "--dashboard-port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    up = start_up(data_dir, port)
     url = f"http://127.0.0.1:{port}"
     try:
+        wait_healthy(up, url)
         deadline = time.monotonic() + 150
-        while True:
-            assert up.poll() is None, up.stdout.read() if up.stdout else ""
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the API did not come up"
-            time.sleep(0.5)
         created = httpx.post(f"{url}/sweeps", json=SPEC, timeout=30).json()
         while True:
             sweep = httpx.get(f"{url}/sweeps/{created['id']}", timeout=10).json()
@@ -99,9 +65,7 @@ def run_up(data_dir: Path) -> None:
         assert page.status_code == 200 and "null map is not a success" in page.text
         assert processes_mentioning(str(data_dir))  # the Ray head runs in the data dir
     finally:
-        up.send_signal(signal.SIGINT)
-        out, _ = up.communicate(timeout=120)
-    assert up.returncode == 0, out
+        out = stop_up(up)
     assert "idem up: stopped" in out
     assert (data_dir / "idem.db").exists()
     time.sleep(1)

@@ -4,12 +4,8 @@ rerun), the others run, and every finished trial holds its epoch rows 1..epochs_
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_port
-from tests.e2e.test_up import processes_mentioning
+from tests.e2e.conftest import (
+    free_port,
+    processes_mentioning,
+    start_up,
+    stop_up,
+    wait_healthy,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -35,44 +36,6 @@ SPEC = {
     "pack": False,  # one trial at a time on one CPU: the stop lands between trials
 }
 TRIALS = 12
-
-
-def start_up(data_dir: Path, port: int) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "IDEM_DATA_DIR": str(data_dir),
-        "IDEM_PORT": str(port),
-        "RAY_AUTH_MODE": "disabled",  # throwaway local cluster
-    }
-    env.pop("IDEM_DATABASE_URL", None)
-    env.pop("IDEM_RAY_ADDRESS", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "idemsweep", "up", "--num-cpus", "1", "--dashboard-port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_healthy(up: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 150
-    while True:
-        assert up.poll() is None, up.stdout.read() if up.stdout else ""
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the API did not come up"
-        time.sleep(0.5)
-
-
-def stop_up(up: subprocess.Popen[str]) -> str:
-    up.send_signal(signal.SIGINT)
-    out, _ = up.communicate(timeout=120)
-    assert up.returncode == 0, out
-    return out
 
 
 def trials(url: str, sweep_id: int) -> dict[int, dict[str, Any]]:
