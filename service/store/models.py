@@ -222,8 +222,8 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-# Final metrics stored on the trial row (copied as they are when a trial is reused).
-FINAL_METRIC_COLUMNS: tuple[str, ...] = (
+# The metrics measured every epoch, stored per epoch and (last epoch's) on the trial row.
+METRIC_COLUMNS: tuple[str, ...] = (
     "idempotent_error",
     "train_idempotent_error",
     "loss",
@@ -231,17 +231,13 @@ FINAL_METRIC_COLUMNS: tuple[str, ...] = (
     "trace",
     "update_norm",
     "image_dim",
+)
+# Final metrics stored on the trial row (copied as they are when a trial is reused).
+FINAL_METRIC_COLUMNS: tuple[str, ...] = (
+    *METRIC_COLUMNS,
     "epochs_to_threshold",
     "epochs_run",
     "wall_seconds",
 )
-EPOCH_COLUMNS: tuple[str, ...] = (
-    "idempotent_error",
-    "train_idempotent_error",
-    "loss",
-    "norm",
-    "trace",
-    "update_norm",
-    "image_dim",
-    "seconds",
-)
+# One epoch row's values, after its keys (trial_id, epoch).
+EPOCH_COLUMNS: tuple[str, ...] = (*METRIC_COLUMNS, "seconds")
