@@ -16,4 +16,4 @@ trap pg_stop EXIT
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check . >/dev/null
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --hypothesis-profile=ci "$@"

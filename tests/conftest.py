@@ -5,6 +5,11 @@ backend (the way Optuna runs one storage suite against every storage). PostgreSQ
 skipped only when ``IDEM_TEST_POSTGRES_URL`` is unset (``make test`` always sets it).
 Each test gets its own database: a copy of a template migrated once per session
 (a file copy on SQLite, ``CREATE DATABASE … TEMPLATE`` on PostgreSQL).
+
+Hypothesis runs under the profile "ci" unless ``--hypothesis-profile`` names another:
+derandomized (the same examples on every run, so a red test is a real regression, not
+bad luck) and without an example database (no .hypothesis directory to keep in sync).
+"explore" draws fresh random examples, for hunting bugs by hand.
 """
 
 from __future__ import annotations
@@ -16,9 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", derandomize=False, database=None, deadline=None)
+settings.load_profile("ci")  # the default; ``--hypothesis-profile`` loads another later
 
 PG_ENV = "IDEM_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

@@ -1,5 +1,8 @@
 """Random (often invalid) specs through the real app: every answer is a 201 or a 422 that
-names a field under ``body``, never a 500 (SQLite; the validation runs before the store)."""
+names a field under ``body``, never a 500 (SQLite; the validation runs before the store).
+
+Strategies draw only what JSON carries (no NaN or infinity: the client cannot encode them,
+and a JSON body can never hold them)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,11 @@ from hypothesis import strategies as st
 from tests.service.conftest import SMALL_SPEC
 
 ANY_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
     ),
@@ -21,7 +28,7 @@ ANY_JSON = st.recursive(
 FIELD_VALUES: dict[str, Any] = {
     "architectures": st.lists(st.sampled_from(["N1", "N2", "B1", "X"]), max_size=3) | ANY_JSON,
     "algorithms": st.lists(st.sampled_from(["modified", "ordinary", "m1", "sgd"]), max_size=3),
-    "learning_rates": st.lists(st.floats(-1, 1, allow_nan=False), max_size=3) | ANY_JSON,
+    "learning_rates": st.lists(st.floats(-1, 1), max_size=3) | ANY_JSON,
     "batches": st.lists(
         st.fixed_dictionaries(
             {"samples": st.integers(-5, 300), "batch_size": st.integers(-5, 300)}
@@ -34,9 +41,7 @@ FIELD_VALUES: dict[str, Any] = {
     "epochs": st.integers(-2, 2_000_000) | ANY_JSON,
     "data": st.sampled_from(["gaussian-fresh", "digits", "nope"])
     | st.fixed_dictionaries({"file": st.text(max_size=12)}),
-    "resources": st.fixed_dictionaries(
-        {"cpu": st.floats(-1, 4, allow_nan=False), "gpu": st.floats(-1, 4, allow_nan=False)}
-    ),
+    "resources": st.fixed_dictionaries({"cpu": st.floats(-1, 4), "gpu": st.floats(-1, 4)}),
     "pack": st.none() | st.booleans() | st.integers(-1, 9),
     "skip_invalid": st.booleans(),
 }
