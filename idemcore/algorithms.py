@@ -1,8 +1,10 @@
 """The three update rules of the note: ordinary backprop, modified backprop, and M1.
 
-Each is a small class with one method, ``step(net, x, lr) -> loss``: one SGD update of
-``net`` on the batch ``x`` (shape ``(m, d)``), returning the loss E the step saw,
-E(y) = mean((n(y) - y)^2) with y = n(x), as a detached scalar tensor.
+Each is a small class with one method, ``gradients(net, x) -> (loss, grads)``: the
+direction one update of ``net`` on the batch ``x`` (shape ``(m, d)``) follows, as one
+gradient per parameter (None for a parameter the rule leaves alone), and the loss E the
+step saw, E(y) = mean((n(y) - y)^2) with y = n(x), as a detached scalar tensor. An
+optimizer (idemcore.optim) applies the gradients; ``step`` is the plain-SGD shortcut.
 """
 
 from __future__ import annotations
@@ -15,11 +17,7 @@ from torch import nn
 from idemcore.errors import ConfigError
 from idemcore.nets import M1_RESTRICTION, linear_layers
 
-
-def _sgd_(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...], lr: float) -> None:
-    """Plain SGD (the note's torch.optim.SGD without momentum): p <- p - lr * g."""
-    with torch.no_grad():
-        torch._foreach_add_(params, list(grads), alpha=-lr)
+Gradients = tuple[torch.Tensor | None, ...]
 
 
 class Algorithm(ABC):
@@ -28,8 +26,18 @@ class Algorithm(ABC):
     name: str = ""
 
     @abstractmethod
+    def gradients(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Gradients]:
+        """E on batch ``x`` (m, d) as a 0-d tensor, and one gradient per parameter of
+        ``net`` (in ``net.parameters()`` order; None: leave the parameter alone)."""
+
     def step(self, net: nn.Module, x: torch.Tensor, lr: float) -> torch.Tensor:
-        """Apply one update to ``net`` on batch ``x`` (m, d); return E as a 0-d tensor."""
+        """One plain SGD update (p <- p - lr * g) of ``net`` on ``x``; returns E."""
+        loss, grads = self.gradients(net, x)
+        with torch.no_grad():
+            for p, g in zip(net.parameters(), grads, strict=True):
+                if g is not None:
+                    p.sub_(g, alpha=lr)
+        return loss
 
 
 class Ordinary(Algorithm):
@@ -37,13 +45,12 @@ class Ordinary(Algorithm):
 
     name = "ordinary"
 
-    def step(self, net: nn.Module, x: torch.Tensor, lr: float) -> torch.Tensor:
+    def gradients(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Gradients]:
         params: list[torch.Tensor] = list(net.parameters())
         y = net(x)  # (m, d)
         loss = torch.mean((net(y) - y) ** 2)
         grads = torch.autograd.grad(loss, params)
-        _sgd_(params, grads, lr)
-        return loss.detach()
+        return loss.detach(), grads
 
 
 class Modified(Algorithm):
@@ -57,7 +64,7 @@ class Modified(Algorithm):
 
     name = "modified"
 
-    def step(self, net: nn.Module, x: torch.Tensor, lr: float) -> torch.Tensor:
+    def gradients(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Gradients]:
         params: list[torch.Tensor] = list(net.parameters())
         y = net(x)  # (m, d), with graph to the parameters
         with torch.no_grad():
@@ -68,8 +75,7 @@ class Modified(Algorithm):
             cotangent = y3.sub_(y2).mul_(2).sub_(diff).div_(x.shape[0])  # dE/dy := -Δn / m
             loss = diff.square_().mean()
         grads = torch.autograd.grad(y, params, grad_outputs=cotangent)
-        _sgd_(params, grads, lr)
-        return loss
+        return loss, grads
 
 
 class M1(Algorithm):
@@ -80,7 +86,7 @@ class M1(Algorithm):
 
     name = "m1"
 
-    def step(self, net: nn.Module, x: torch.Tensor, lr: float) -> torch.Tensor:
+    def gradients(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Gradients]:
         layers = linear_layers(net)
         if len(layers) != 1 or layers[0].bias is not None:
             raise ConfigError(f"algorithm: {M1_RESTRICTION}")
@@ -91,8 +97,9 @@ class M1(Algorithm):
             y3 = y2 @ weight.T
             loss = torch.mean((y2 - y) ** 2)
             delta = 3 * y2 - 2 * y3 - y  # (m, d)
-            weight.add_(delta.T @ x, alpha=lr / x.shape[0])
-        return loss
+            # W' = W + lr ΔW with ΔW = mean_i Δn(x_i) x_i^T: the "gradient" is -ΔW.
+            grad = (delta.T @ x).div_(-x.shape[0])
+        return loss, (grad,)
 
 
 def gradient_with_graph(

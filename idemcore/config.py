@@ -20,6 +20,12 @@ DATA_SOURCES = ("gaussian-fresh", "gaussian-fixed", "digits", "file")
 INITS = ("default", "orthogonal", "normal")
 ACTIVATIONS = ("none", "tanh")
 DTYPES = ("float32", "float64")
+# The note's plain SGD, SGD with momentum 0.9, Adam (PyTorch defaults except lr);
+# idemcore.optim maps each name to its torch.optim class.
+OPTIMIZERS = ("sgd", "momentum", "adam")
+# Fields left out of config_hash while they hold their default, so the hash of every
+# config written before the field existed is unchanged (stored results stay reusable).
+HASH_NEUTRAL_DEFAULTS = {"optimizer": "sgd"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,8 @@ class TrialConfig:
     """Everything that determines one run. Same config => same metrics (on CPU, bitwise).
 
     ``architecture`` is a named network (``"N1"`` … ``"B4"``) or a tuple of
-    :class:`LayerSpec`. ``data_path`` is only used with ``data="file"``.
+    :class:`LayerSpec`. ``data_path`` is only used with ``data="file"``. ``optimizer``
+    is how the update rule's gradient is applied (``"sgd"``, the note's, by default).
     """
 
     architecture: str | tuple[LayerSpec, ...]
@@ -63,6 +70,7 @@ class TrialConfig:
     dtype: str = "float32"
     threshold: float = 1e-3
     eval_samples: int = 1000
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         if isinstance(self.architecture, list):
@@ -87,6 +95,10 @@ class TrialConfig:
             raise ConfigError("data_path: required when data is 'file'")
         if self.init not in INITS:
             raise ConfigError(f"init: unknown {self.init!r}; expected one of {list(INITS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer: unknown {self.optimizer!r}; expected one of {list(OPTIMIZERS)}"
+            )
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype: unknown {self.dtype!r}; expected one of {list(DTYPES)}")
         for name in ("learning_rate", "gain", "init_std", "threshold"):
@@ -144,8 +156,14 @@ class TrialConfig:
         return cls(**data)
 
     def config_hash(self) -> str:
-        """Content address of the config plus idemcore's version (for result reuse)."""
+        """Content address of the config plus idemcore's version (for result reuse).
+
+        Fields at their :data:`HASH_NEUTRAL_DEFAULTS` are left out, so a config that does
+        not use a newer field hashes as it did before the field existed."""
         payload = self.to_dict()
+        for name, default in HASH_NEUTRAL_DEFAULTS.items():
+            if payload[name] == default:
+                del payload[name]
         payload["idemcore_version"] = __version__
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()

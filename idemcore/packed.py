@@ -52,6 +52,7 @@ def pack_key(config: TrialConfig) -> tuple[Any, ...]:
         config.epochs,
         config.eval_samples,
         config.threshold,
+        config.optimizer,
     )
 
 
@@ -64,7 +65,10 @@ def param_count(config: TrialConfig) -> int:
 
 
 def can_pack(config: TrialConfig) -> bool:
-    """True for small networks (N1-N3, B1, small custom ones); False for N4, B2-B4."""
+    """True for small networks (N1-N3, B1, small custom ones) trained with plain SGD;
+    False for N4, B2-B4."""
+    if config.optimizer != "sgd":
+        return False
     layers = resolve_layers(config.architecture)
     widest = max(max(layer.in_features, layer.out_features) for layer in layers)
     return param_count(config) <= MAX_PACKABLE_PARAMS and widest <= MAX_PACKABLE_WIDTH

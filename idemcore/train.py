@@ -21,6 +21,7 @@ from idemcore.config import TrialConfig
 from idemcore.data import DataSource, make_data
 from idemcore.metrics import EigenAnalysis, EpochMetrics, eigen_analysis
 from idemcore.nets import build_net, input_dim, is_activation_free
+from idemcore.optim import make_optimizer
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -154,6 +155,9 @@ class Training:
             dtype=self.dtype,
         ).to(self.device)
         self.algorithm = get_algorithm(config.algorithm)
+        self.optimizer = make_optimizer(
+            config.optimizer, self.net.parameters(), config.learning_rate
+        )
         self.data: DataSource = make_data(
             config.data,
             dim=self.dim,
@@ -200,9 +204,10 @@ class Training:
         x_all = self.data.epoch_data(epoch).to(self.device)  # (n, d)
         loss = torch.zeros((), dtype=self.dtype, device=self.device)
         for i in range(steps):
-            loss = self.algorithm.step(
-                self.net, x_all[i * m : (i + 1) * m], self.config.learning_rate
-            )
+            loss, grads = self.algorithm.gradients(self.net, x_all[i * m : (i + 1) * m])
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            self.optimizer.step()
         all_finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
         checks = torch.stack([loss, _update_norm(params, before), all_finite.to(loss.dtype)])
         loss_value, update_norm, params_finite = checks.tolist()  # one host sync

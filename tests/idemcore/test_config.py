@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 import torch
 
-from idemcore.config import LayerSpec, TrialConfig
+from idemcore import __version__
+from idemcore.config import OPTIMIZERS, LayerSpec, TrialConfig
 from idemcore.errors import ConfigError
 from idemcore.nets import ARCHITECTURES, build_net
 
@@ -40,6 +42,7 @@ def test_to_dict_from_dict_roundtrips_through_json(arch: object) -> None:
         dtype="float64",
         threshold=1e-4,
         eval_samples=64,
+        optimizer="adam",
     )
     again = TrialConfig.from_dict(json.loads(json.dumps(original.to_dict())))
     assert again == original
@@ -64,6 +67,20 @@ def test_config_hash_is_stable_and_content_addressed() -> None:
     assert as_list.config_hash() == config(architecture=CUSTOM).config_hash()
 
 
+def test_optimizer_defaults_to_sgd_and_old_configs_keep_their_hash() -> None:
+    """A config stored before ``optimizer`` existed loads as sgd and hashes as it did:
+    the hash of a default config is the sha256 of its fields without ``optimizer``."""
+    old = {k: v for k, v in config().to_dict().items() if k != "optimizer"}
+    loaded = TrialConfig.from_dict(old)
+    assert loaded.optimizer == "sgd"
+    payload = json.dumps(
+        {**old, "idemcore_version": __version__}, sort_keys=True, separators=(",", ":")
+    )
+    assert loaded.config_hash() == hashlib.sha256(payload.encode()).hexdigest()
+    hashes = {config(optimizer=name).config_hash() for name in OPTIMIZERS}
+    assert len(hashes) == len(OPTIMIZERS)
+
+
 def test_architecture_name() -> None:
     assert config().architecture_name == "N1"
     assert config(architecture=CUSTOM).architecture_name == "custom:6-12-6"
@@ -85,6 +102,7 @@ def test_architecture_name() -> None:
         ({"dtype": "float16"}, "dtype"),
         ({"gain": 0.0}, "gain"),
         ({"architecture": "N9"}, "architecture"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
     ],
 )
 def test_invalid_values_name_their_field(overrides: dict[str, object], field: str) -> None:

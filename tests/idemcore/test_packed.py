@@ -203,6 +203,7 @@ def test_pack_key_ignores_only_seed_and_lr() -> None:
         dict(epochs=51),
         dict(eval_samples=50),
         dict(threshold=1e-4),
+        dict(optimizer="adam"),
     ):
         assert pack_key(cfg) != pack_key(replace(cfg, **change)), change
 
