@@ -2,25 +2,64 @@
 
 Built once per process through :func:`get_settings`; tests build ``Settings(...)``
 directly so they never depend on the environment of the machine running them.
+
+A bad value never surfaces as a pydantic traceback: :func:`get_settings` raises
+:class:`SettingsInvalid`, whose message is one line naming the variable, what is wrong
+with its value and an example (the field's first ``examples`` entry); ``idem api``,
+``idem worker`` and ``idem up`` print it and exit 2.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_PREFIX = "IDEM_"
+
+
+def split_list(value: Any) -> Any:
+    """A list setting from the environment: a JSON list (``'["a","b"]'``), or a
+    comma-separated list (``a,b``), or one plain value (``a``); blanks around commas are
+    dropped. Anything that is not a string passes through for pydantic to check."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"looks like a JSON list but is not valid JSON ({exc.msg})") from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _no_control_characters(value: str) -> str:
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("contains a control character (a newline or tab pasted by mistake?)")
+    return value
 
 
 class Settings(BaseSettings):
-    """Every knob of idemsweep, read from ``IDEM_*`` environment variables."""
+    """Every knob of idemsweep, read from ``IDEM_*`` environment variables.
 
-    model_config = SettingsConfigDict(env_prefix="IDEM_", extra="ignore")
+    Every field has a description and an example (``examples[0]``, quoted by the
+    one-line error for a bad value).
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     data_dir: Path = Field(
         default=Path("./.idem"),
         description="Directory for the default SQLite database and other local state.",
+        examples=["/var/lib/idem"],
     )
     database_url: str | None = Field(
         default=None,
@@ -28,42 +67,120 @@ class Settings(BaseSettings):
             "SQLAlchemy URL of the store, e.g. postgresql+psycopg://user@host/db; "
             "unset means a SQLite file idem.db under data_dir."
         ),
+        examples=["postgresql+psycopg://idem@db:5432/idem"],
     )
     lease_timeout_s: float = Field(
         default=60.0,
         gt=0,
         description="A running sweep whose heartbeat is older than this goes back to queued.",
+        examples=[60],
     )
     heartbeat_interval_s: float = Field(
-        default=5.0, gt=0, description="How often a worker refreshes its sweep's heartbeat."
+        default=5.0,
+        gt=0,
+        description="How often a worker refreshes its sweep's heartbeat.",
+        examples=[5],
     )
-    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
-    port: int = Field(default=8000, ge=0, le=65535, description="Port the API listens on.")
-    api_tokens: list[SecretStr] = Field(
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the API listens on.",
+        examples=["0.0.0.0"],
+    )
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="Port the API listens on.", examples=[8000]
+    )
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="Bearer tokens accepted by the API; empty means no authentication.",
+        description=(
+            "Bearer tokens accepted by the API (one token, a comma-separated list or a "
+            "JSON list); empty means no authentication."
+        ),
+        examples=["token-one,token-two"],
     )
-    cors_origins: list[str] = Field(
-        default_factory=list, description="Origins allowed by CORS; empty disables CORS."
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (comma-separated or a JSON list); empty: no CORS.",
+        examples=["https://lab.example.org,http://localhost:3000"],
     )
     max_trials_per_sweep: int = Field(
-        default=10000, ge=1, description="Largest grid a submitted spec may expand to."
+        default=10000,
+        ge=1,
+        description="Largest grid a submitted spec may expand to.",
+        examples=[10000],
     )
-    max_epochs: int = Field(default=100000, ge=1, description="Largest epochs per trial.")
+    max_epochs: int = Field(
+        default=100000, ge=1, description="Largest epochs per trial.", examples=[100000]
+    )
     max_samples_x_dim: int = Field(
         default=100_000_000,
         ge=1,
         description="Largest samples × input dimension of one trial (memory guard).",
+        examples=[100_000_000],
     )
     max_body_bytes: int = Field(
-        default=1_048_576, ge=1, description="Largest request body the API accepts."
+        default=1_048_576,
+        ge=1,
+        description="Largest request body the API accepts.",
+        examples=[1_048_576],
     )
     ray_address: str | None = Field(
-        default=None, description="Ray cluster address for workers; unset starts a local Ray."
+        default=None,
+        description="Ray cluster address for workers; unset starts a local Ray.",
+        examples=["10.0.0.5:6379"],
     )
     report_every: int = Field(
-        default=10, ge=1, description="Epochs per Ray Tune report (one store batch each)."
+        default=10,
+        ge=1,
+        description="Epochs per Ray Tune report (one store batch each).",
+        examples=[10],
     )
+
+    @field_validator("api_tokens", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_plain(cls, tokens: list[SecretStr]) -> list[SecretStr]:
+        for token in tokens:
+            secret = token.get_secret_value()
+            if not secret.strip() or any(ch.isspace() or ch == "," for ch in secret):
+                raise ValueError("a token must be non-empty, without spaces or commas")
+        return tokens
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _no_control_characters(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError("is not a SQLAlchemy database URL (dialect+driver://...)") from None
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError("names a file, not a directory")
+        return value
+
+    @field_validator("host", "ray_address")
+    @classmethod
+    def _no_blanks(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(ch.isspace() for ch in value)):
+            raise ValueError("must be an address without spaces")
+        return value
 
     @property
     def db_url(self) -> str:
@@ -73,7 +190,74 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'idem.db'}"
 
 
+class SettingsInvalid(ValueError):
+    """An ``IDEM_*`` environment variable holds a value the settings refuse.
+
+    The message is one line per process: every bad variable with its problem and an
+    example, separated by ``; ``.
+    """
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field (``port`` -> ``IDEM_PORT``)."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _example(field: str) -> str:
+    info = Settings.model_fields[field]
+    examples = info.examples or []
+    return f"e.g. {env_name(field)}={examples[0]}" if examples else ""
+
+
+def _problem(field: str, message: str, value: Any) -> str:
+    """``IDEM_PORT='abc': not a valid integer (e.g. IDEM_PORT=8000)``; secrets unshown."""
+    message = message.removeprefix("Value error, ").rstrip(".")
+    secret = field == "api_tokens"
+    shown = "" if secret or value is None else f"={str(value)!r}"
+    example = _example(field)
+    return f"{env_name(field)}{shown}: {message}" + (f" ({example})" if example else "")
+
+
+def describe_error(exc: ValidationError | SettingsError, environ: dict[str, str]) -> str:
+    """One line for a failed ``Settings()``: each bad variable, its problem, an example."""
+    if isinstance(exc, SettingsError):
+        # pydantic-settings could not decode a complex value; its message names the field.
+        for field in Settings.model_fields:
+            if f'"{field}"' in str(exc):
+                raw = environ.get(env_name(field))
+                return _problem(field, "cannot be parsed", raw)
+        return str(exc).splitlines()[0]
+    parts = []
+    seen: set[str] = set()
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if field in seen or field not in Settings.model_fields:
+            continue
+        seen.add(field)
+        raw = environ.get(env_name(field))
+        parts.append(_problem(field, error["msg"], raw))
+    return "; ".join(parts) or str(exc).splitlines()[0]
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; SettingsInvalid (one line) for any bad value."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise SettingsInvalid(describe_error(exc, dict(os.environ))) from None
+
+
+def markdown_table() -> str:
+    """The settings as the Markdown table in docs/settings.md (a test keeps them equal)."""
+    rows = ["| Variable | Default | Example | What it sets |", "|---|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = "(empty)" if info.default_factory is not None else info.default
+        example = (info.examples or [""])[0]
+        rows.append(f"| `{env_name(name)}` | `{default}` | `{example}` | {info.description} |")
+    return "\n".join(rows) + "\n"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide Settings, read from the environment once."""
-    return Settings()
+    """The process-wide Settings, read from the environment once (SettingsInvalid if bad)."""
+    return load_settings()

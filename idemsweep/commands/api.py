@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from idemsweep.errors import CliError
+from idemsweep.errors import CliError, cli_settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -35,7 +35,7 @@ def check_bind(host: str, has_tokens: bool) -> None:
     if host not in LOOPBACK and not has_tokens:
         raise CliError(
             f"refusing to bind {host} without authentication: set IDEM_API_TOKENS "
-            "(e.g. IDEM_API_TOKENS='[\"a-long-random-token\"]') or bind 127.0.0.1"
+            "(e.g. IDEM_API_TOKENS=a-long-random-token) or bind 127.0.0.1"
         )
 
 
@@ -44,11 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.exceptions import SchemaNotCurrent
-    from service.settings import get_settings
 
     if args.workers < 1:
         raise CliError(f"--workers: must be a positive integer, got {args.workers}")
-    settings = get_settings()
+    settings = cli_settings()
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     check_bind(host, bool(settings.api_tokens))

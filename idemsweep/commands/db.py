@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from idemsweep.errors import CliError
+from idemsweep.errors import CliError, cli_settings
 
 
 def register(sub: Any) -> None:
@@ -22,9 +22,7 @@ def register(sub: Any) -> None:
 def _url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url)
-    from service.settings import get_settings
-
-    return get_settings().db_url
+    return cli_settings().db_url
 
 
 def run_upgrade(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from idemsweep.errors import CliError
+from idemsweep.errors import CliError, cli_settings
 
 
 def register(sub: Any) -> None:
@@ -23,10 +23,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from service.exceptions import IdemError
     from service.report import build_report, load_report_data, write_report
-    from service.settings import get_settings
     from service.store.engine import make_engine, require_current_schema, session_scope
 
-    settings = get_settings()
+    settings = cli_settings()
     engine = make_engine(settings.db_url)
     try:
         require_current_schema(engine)

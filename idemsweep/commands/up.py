@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from idemsweep.errors import CliError
+from idemsweep.errors import CliError, cli_settings
 
 RAY_START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = {"worker": 90.0, "api": 15.0, "ray": 45.0}
@@ -195,10 +195,9 @@ def wait_for_ray(ray: Child, gcs_port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.settings import get_settings
     from service.store.engine import upgrade_database
 
-    settings = get_settings()
+    settings = cli_settings()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "logs"

@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any
 
-from idemsweep.errors import CliError
+from idemsweep.errors import CliError, cli_settings
 
 
 def register(sub: Any) -> None:
@@ -31,13 +31,12 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from service.exceptions import SchemaNotCurrent
-    from service.settings import get_settings
     from service.store.engine import make_engine
 
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise CliError("--max-concurrent: must be a positive integer")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    settings = get_settings()
+    settings = cli_settings()
     engine = make_engine(settings.db_url)
     from workers.worker import Worker, dashboard_help, ensure_ray
 
