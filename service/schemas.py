@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    from service.comparison import Paired
     from service.store.records import EpochRow, SummaryRow, SweepRecord, TrialRecord
 
 Better = Literal["lower", "higher"] | None
@@ -280,26 +281,56 @@ class SummaryPublic(BaseModel):
     count: int
 
 
-class CompareRowPublic(BaseModel):
+class PairedPublic(BaseModel):
+    """One comparison of paired runs, as the comparison engine (service.comparison) made it."""
+
+    pairs: int = Field(description="pairs in the test (same seed, everything else equal)")
+    a_wins: int | None = Field(description="pairs where a is better (null: no direction)")
+    b_wins: int | None = Field(description="pairs where b is better (null: no direction)")
+    ties: int = Field(description="pairs whose transformed difference is within the tie rule")
+    effect: float | None = Field(
+        description="median paired difference a − b on the metric's scale (log10 ratio for "
+        "errors and loss, plain difference otherwise); negative: a lower"
+    )
+    ci_low: float | None = Field(description="95% bootstrap interval of the effect, low end")
+    ci_high: float | None = Field(description="95% bootstrap interval of the effect, high end")
+    p: float | None = Field(
+        description="two-sided Wilcoxon signed-rank p-value (null only without pairs)"
+    )
+    p_corrected: float | None = Field(
+        description="p after Holm–Bonferroni over the family of tests in this response"
+    )
+    verdict: str = Field(
+        description="holds (a better, corrected p < alpha), fails (b better), "
+        "no difference shown, no pairs, or cannot be asked honestly"
+    )
+
+    @classmethod
+    def stats_of(cls, paired: Paired, p_corrected: float | None, verdict: str) -> dict[str, Any]:
+        """The engine's fields of ``paired`` as keyword arguments for a subclass."""
+        return {
+            "pairs": paired.pairs,
+            "a_wins": paired.a_wins,
+            "b_wins": paired.b_wins,
+            "ties": paired.ties,
+            "effect": paired.effect,
+            "ci_low": paired.ci_low,
+            "ci_high": paired.ci_high,
+            "p": paired.p,
+            "p_corrected": p_corrected,
+            "verdict": verdict,
+        }
+
+
+class CompareRowPublic(PairedPublic):
     """One group of the other factors: paired runs of ``a`` and ``b`` (same seed, same
     everything but the algorithm) and their paired statistics."""
 
     model_config = ConfigDict(extra="allow")
 
-    pairs: int = Field(description="paired runs in the group")
-    complete_pairs: int = Field(description="pairs where both runs have a value")
-    a_wins: int | None = Field(description="pairs where a is better (null: no direction)")
-    b_wins: int | None = Field(description="pairs where b is better (null: no direction)")
-    ties: int = Field(description="pairs with equal values (both missing counts as a tie)")
-    median_difference: float | None = Field(description="median of a − b over complete pairs")
-    mean_difference: float | None = Field(description="mean of a − b over complete pairs")
-    p_value: float | None = Field(
-        description="two-sided Wilcoxon signed-rank p-value (null when undefined)"
-    )
-
 
 class ComparePublic(BaseModel):
-    """``GET /sweeps/{id}/compare``: a against b, per group and over all pairs."""
+    """``GET /sweeps/{id}/compare``: a against b, per group of the other factors."""
 
     sweep_id: int
     a: str
@@ -310,10 +341,53 @@ class ComparePublic(BaseModel):
         description="which direction wins: 'lower' (errors, epochs), or null for metrics "
         "without one (image_dim, norm, trace: only the difference is reported)"
     )
+    transform: str = Field(description="the paired difference the test and the effect use")
+    alpha: float = Field(description="a corrected p below this decides a row")
     by: list[str] = Field(description="the fields that form a group")
     data: list[CompareRowPublic]
     count: int
-    overall: CompareRowPublic = Field(description="the same statistics over every pair")
+
+
+class ClaimRowPublic(PairedPublic):
+    """One row of the report's answer table: one claim asked one way in one setting."""
+
+    architecture: str
+    samples: int = Field(description="samples n of the batch configuration")
+    batch_size: int = Field(description="batch size m of the batch configuration")
+    data: str
+    init: str = Field(description="the init label, with its std and gain where they apply")
+    optimizer: str | None = Field(default=None, description="where the sweep varies it")
+    a: str = Field(description="algorithm a (the claim is about a)")
+    b: str
+    claim: Literal["a", "b"] = Field(
+        description="a: as good or better idempotent error; b: fewer epochs to the threshold"
+    )
+    metric: str = Field(description="the metric the claim compares")
+    way: Literal["equal_lr", "best_lr", "matched_step"]
+    lr_a: float | None = Field(description="a's learning rate in these pairs")
+    lr_b: float | None = Field(description="b's learning rate in these pairs")
+    selection_seeds: list[int] | None = Field(
+        default=None, description="best_lr: the seeds that chose each learning rate"
+    )
+    evaluation_seeds: list[int] | None = Field(
+        default=None, description="best_lr: the seeds compared (disjoint from selection)"
+    )
+    null_map_share: float | None = Field(
+        description="share of a's winning pairs where a's run collapsed to the null map"
+    )
+
+
+class ClaimsPublic(BaseModel):
+    """``GET /sweeps/{id}/claims``: every row of the report's answer table."""
+
+    sweep_id: int
+    alpha: float = Field(description="a Holm-corrected p below this decides a row")
+    null_map_share: float = Field(
+        description="a holding row whose a-wins are more than this share null maps holds "
+        "only via null maps"
+    )
+    data: list[ClaimRowPublic]
+    count: int
 
 
 class HealthPublic(BaseModel):

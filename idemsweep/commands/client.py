@@ -166,6 +166,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# The comparison engine's numbers per row (service.schemas.PairedPublic), in print order.
+COMPARE_STATS = [
+    "pairs", "a_wins", "b_wins", "ties", "effect", "ci_low", "ci_high", "p", "p_corrected",
+]  # fmt: skip
+
+
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Rows as an aligned text table with a header line."""
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
@@ -273,10 +279,12 @@ def compare(args: argparse.Namespace) -> int:
         _print_json(data)
         return 0
     direction = f"{data['better']} is better" if data["better"] else "no win direction"
-    print(f"{data['a']} vs {data['b']} on {data['metric']} ({direction}; difference = a − b)")
-    stats = ["pairs", "a_wins", "b_wins", "ties", "median_difference", "p_value"]
-    rows = [*data["data"], {**data["overall"], data["by"][0]: "all"} if data["by"] else {}]
-    print(format_table(rows, data["by"] + stats))
+    print(
+        f"{data['a']} vs {data['b']} on {data['metric']} ({direction}; effect = median "
+        f"{data['transform']}, p Holm-corrected over these rows, alpha {data['alpha']:g})"
+    )
+    stats = [*COMPARE_STATS, "verdict"]
+    print(format_table(data["data"], data["by"] + stats))
     return 0
 
 

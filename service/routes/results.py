@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from service import comparison
 from service.deps import ReadSessionDep
 from service.exceptions import QueryFieldError
 from service.schemas import (
@@ -21,7 +22,6 @@ from service.schemas import (
     SummaryRowPublic,
 )
 from service.spec import ALGORITHM_NAMES
-from service.stats import BETTER, PairedStats, paired_stats
 from service.store import queries
 from service.store.records import CompareRow
 from service.store.status import TrialStatus
@@ -88,20 +88,6 @@ def summary(
     )
 
 
-def _row(group: dict[str, Any], stats: PairedStats) -> CompareRowPublic:
-    return CompareRowPublic(
-        **group,
-        pairs=stats.pairs,
-        complete_pairs=stats.complete_pairs,
-        a_wins=stats.a_wins,
-        b_wins=stats.b_wins,
-        ties=stats.ties,
-        median_difference=stats.median_difference,
-        mean_difference=stats.mean_difference,
-        p_value=stats.p_value,
-    )
-
-
 def group_pairs(rows: Sequence[CompareRow]) -> list[tuple[dict[str, Any], list[CompareRow]]]:
     """The pairs per group of the other factors (the store's group plus the init scheme:
     runs from different inits are different conditions, not replicates), in store order."""
@@ -122,13 +108,14 @@ def compare(
     metric: Metric = "idempotent_error",
     epoch: Epoch = None,
 ) -> ComparePublic:
-    """Runs of ``a`` and ``b`` that agree on everything but the algorithm, paired; per
-    group of the other factors: wins, ties, median paired difference a − b and the
-    Wilcoxon signed-rank p-value. ``better`` says which direction wins.
+    """Runs of ``a`` and ``b`` that agree on everything but the algorithm, paired by seed;
+    per group of the other factors the comparison engine's numbers (service.comparison):
+    wins, ties, the median transformed difference with its bootstrap interval, the
+    Wilcoxon signed-rank p and, Holm-corrected over this response's groups, the verdict.
 
     Only pairs where both runs ended with a result (succeeded or diverged) count. A run
-    without a value (diverged, or never reached the threshold) loses to any value; the
-    differences and the test use the pairs where both have a value (``complete_pairs``).
+    without a value (diverged, or never reached the threshold) is worse than any value and
+    stays in the test (metrics without a direction leave such pairs out).
     """
     for name, value in (("a", a), ("b", b)):
         if value not in ALGORITHM_NAMES:
@@ -144,22 +131,37 @@ def compare(
         for r in queries.compare_rows(session, sweep_id, a=a, b=b, metric=metric, epoch=epoch)
         if r.a_status in RESULT_STATUSES and r.b_status in RESULT_STATUSES
     ]
-    better = BETTER.get(metric)
+    groups = group_pairs(rows)
+    results = [compare_group(pairs, metric) for _, pairs in groups]
+    corrected = comparison.holm([r.p for r in results])
     data = [
-        _row(group, paired_stats([p.a_value for p in pairs], [p.b_value for p in pairs], better))
-        for group, pairs in group_pairs(rows)
+        CompareRowPublic(
+            **group,
+            **CompareRowPublic.stats_of(r, pc, comparison.verdict(r, pc)),
+        )
+        for (group, _), r, pc in zip(groups, results, corrected, strict=True)
     ]
-    overall = paired_stats([p.a_value for p in rows], [p.b_value for p in rows], better)
-    by = [*queries.COMPARE_GROUP, "init"]
+    rule = comparison.rule(metric)
     return ComparePublic(
         sweep_id=sweep_id,
         a=a,
         b=b,
         metric=metric,
         epoch=epoch,
-        better=better,
-        by=by,
+        better=rule.better,
+        transform=rule.transform,
+        alpha=comparison.ALPHA,
+        by=[*queries.COMPARE_GROUP, "init"],
         data=data,
         count=len(data),
-        overall=_row({}, overall),
+    )
+
+
+def compare_group(pairs: Sequence[CompareRow], metric: str) -> comparison.Paired:
+    """The engine over one group's pairs (a diverged run's value read as the engine says)."""
+    diverged = TrialStatus.diverged
+    return comparison.compare(
+        [comparison.run_value(p.a_value, p.a_status == diverged, metric) for p in pairs],
+        [comparison.run_value(p.b_value, p.b_status == diverged, metric) for p in pairs],
+        metric,
     )
