@@ -123,6 +123,7 @@ class TrialPublic(BaseModel):
     seed: int
     init: str
     data: str
+    optimizer: str
     config: dict[str, Any] = Field(description="the full resolved TrialConfig")
     attempts: int
     idempotent_error: float | None
@@ -154,6 +155,7 @@ class TrialPublic(BaseModel):
             "seed": r.seed,
             "init": r.init,
             "data": r.data,
+            "optimizer": r.optimizer,
             "config": dict(r.config),
             "attempts": r.attempts,
             "idempotent_error": r.idempotent_error,

@@ -1,10 +1,12 @@
 """The sweep spec (the body of ``POST /sweeps``) and its expansion into trial configs.
 
 ``SweepSpec`` checks the shape of a spec (types, signs, finiteness, empty or duplicated
-lists) with pydantic, so those errors carry pydantic's field path. ``expand_grid`` then
-checks what needs idemcore or the settings (architecture names, M1 pairing, the data
-file, the limits) and builds the grid architecture × algorithm × learning rate × batch ×
-init × seed as ``TrialConfig`` objects. Every check runs before anything is stored; a
+lists, a learning-rate mapping that matches ``algorithms``) with pydantic, so those errors
+carry pydantic's field path. ``expand_grid`` then checks what needs idemcore or the
+settings (architecture names, M1 pairing, the data files, the limits) and builds the grid
+architecture × algorithm × learning rate (that algorithm's) × batch × data × optimizer ×
+init × seed as ``TrialConfig`` objects, so runs that differ in one dimension only share
+their seed and pair up. Every check runs before anything is stored; a
 failure raises :class:`SpecFieldError` (or :class:`SpecLimitError`), which the API turns
 into a 422 naming the field path (and the limit).
 
@@ -14,15 +16,18 @@ through ``SweepSpec.model_validate``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -41,9 +46,29 @@ PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(ge=1, le=INT32_MAX)]
 Seed = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
-ALGORITHM_NAMES = ("ordinary", "modified", "m1")
-DATA_NAMES = ("gaussian-fresh", "gaussian-fixed", "digits")
-INIT_NAMES = ("default", "orthogonal", "normal")
+# The names a spec accepts (a test holds them equal to idemcore's declarations).
+AlgorithmName = Literal["ordinary", "modified", "m1"]
+DataName = Literal["gaussian-fresh", "gaussian-fixed", "digits"]
+InitName = Literal["default", "orthogonal", "normal"]
+OptimizerName = Literal["sgd", "momentum", "adam"]
+ALGORITHM_NAMES: tuple[str, ...] = get_args(AlgorithmName)
+DATA_NAMES: tuple[str, ...] = get_args(DataName)
+INIT_NAMES: tuple[str, ...] = get_args(InitName)
+OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
+LearningRates = Annotated[list[PositiveFinite], Field(min_length=1)]
+
+
+def _lr_shape(value: Any) -> str:
+    return "mapping" if isinstance(value, dict) else "list"
+
+
+# A shared list, or one list per algorithm. The tag names the shape in an error's field
+# path: ["learning_rates", "list", 0] or ["learning_rates", "mapping", "modified", 0].
+LearningRateGrid = Annotated[
+    Annotated[LearningRates, Tag("list")]
+    | Annotated[dict[AlgorithmName, LearningRates], Tag("mapping")],
+    Discriminator(_lr_shape),
+]
 
 
 class _Strict(BaseModel):
@@ -77,7 +102,7 @@ class Batch(_Strict):
 class Init(_Strict):
     """An initialization scheme with its parameters (``std`` is used by ``normal``)."""
 
-    scheme: Literal["default", "orthogonal", "normal"] = Field(description="init scheme")
+    scheme: InitName = Field(description="init scheme")
     std: Annotated[PositiveFinite, Field(description="standard deviation for 'normal'")] = 0.1
     gain: Annotated[PositiveFinite, Field(description="factor applied to the weights")] = 1.0
 
@@ -128,23 +153,33 @@ class SweepSpec(_Strict):
     architectures: list[str | list[Layer]] = Field(
         min_length=1, description="named networks (N1..N4, B1..B4) or custom layer lists"
     )
-    algorithms: list[Literal["ordinary", "modified", "m1"]] = Field(
-        min_length=1, description="training algorithms"
+    algorithms: list[AlgorithmName] = Field(min_length=1, description="training algorithms")
+    learning_rates: LearningRateGrid = Field(
+        description="learning rates shared by every algorithm, or a mapping "
+        "{algorithm: [lr, ...]} with a list for each of `algorithms` (steps of equal size "
+        "need different rates: see `idem calibrate`)"
     )
-    learning_rates: list[PositiveFinite] = Field(min_length=1, description="learning rates")
     batches: list[Batch] = Field(min_length=1, description="batch configurations")
     seeds: list[Seed] | PositiveInt = Field(
         description="seeds, or a count n meaning seeds 0..n-1 (the seed fixes init and data)"
     )
     inits: Annotated[
-        list[Literal["default", "orthogonal", "normal"] | Init],
+        list[InitName | Init],
         Field(min_length=1, description="initialization schemes (names or objects)"),
     ] = ["default"]
     epochs: PositiveInt = Field(description="epochs per run")
     data: Annotated[
-        Literal["gaussian-fresh", "gaussian-fixed", "digits"] | DataFile,
-        Field(description="the training data source"),
+        DataName | DataFile | list[DataName | DataFile],
+        Field(description="the training data source, or a list of them (a grid dimension)"),
     ] = "gaussian-fresh"
+    optimizers: Annotated[
+        list[OptimizerName],
+        Field(
+            min_length=1,
+            description="optimizers applying each algorithm's update: sgd (the note's), "
+            "momentum (SGD, momentum 0.9), adam (PyTorch defaults but lr)",
+        ),
+    ] = ["sgd"]
     dtype: Annotated[Literal["float32", "float64"], Field(description="parameter dtype")] = (
         "float32"
     )
@@ -185,12 +220,51 @@ class SweepSpec(_Strict):
             raise ValueError("pack must be a group size of at least 1 (or false)")
         return value
 
-    @field_validator("architectures", "algorithms", "learning_rates", "batches", "inits")
+    @field_validator("architectures", "algorithms", "batches", "inits", "optimizers")
     @classmethod
     def _unique(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
         keys = [_init_key(v) for v in values] if info.field_name == "inits" else values
         _no_duplicates(keys)
         return values
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _learning_rates(
+        cls, value: list[float] | dict[str, list[float]], info: ValidationInfo
+    ) -> list[float] | dict[str, list[float]]:
+        if isinstance(value, list):
+            _no_duplicates(value)
+            return value
+        for algorithm, rates in value.items():
+            try:
+                _no_duplicates(rates)
+            except ValueError as exc:
+                raise ValueError(f"{algorithm}: {exc}") from None
+        algorithms = info.data.get("algorithms")
+        if algorithms is None:  # algorithms failed its own validation; reported there
+            return value
+        extra = [a for a in value if a not in algorithms]
+        if extra:
+            raise ValueError(
+                f"the mapping names {extra} which are not among algorithms {algorithms}"
+            )
+        missing = [a for a in algorithms if a not in value]
+        if missing:
+            raise ValueError(f"the mapping has no list of learning rates for {missing}")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("data must not be empty")
+            _no_duplicates(value)
+            if sum(isinstance(v, DataFile) for v in value) > 1:
+                raise ValueError(
+                    "at most one data file per sweep (trials record a file as data 'file')"
+                )
+        return value
 
     @field_validator("architectures")
     @classmethod
@@ -217,14 +291,30 @@ class SweepSpec(_Strict):
         """The inits as :class:`Init` objects (a bare name takes the default std and gain)."""
         return [v if isinstance(v, Init) else Init(scheme=v) for v in self.inits]
 
+    def lrs_for(self, algorithm: str) -> list[float]:
+        """The learning rates ``algorithm`` runs at (the shared list, or its own)."""
+        if isinstance(self.learning_rates, dict):
+            return list(self.learning_rates[algorithm])  # type: ignore[index]
+        return list(self.learning_rates)
+
+    def data_list(self) -> list[str | DataFile]:
+        """The data sources, a single value meaning a list of one."""
+        return list(self.data) if isinstance(self.data, list) else [self.data]
+
+    def data_loc(self, index: int) -> list[str | int]:
+        """The field path of data source ``index`` (``data`` itself when it is one value)."""
+        return ["data", index] if isinstance(self.data, list) else ["data"]
+
     def grid_size(self) -> int:
         """How many trials the full grid has (before any invalid pair is skipped)."""
+        rates = sum(len(self.lrs_for(a)) for a in self.algorithms)
         return math.prod(
             (
                 len(self.architectures),
-                len(self.algorithms),
-                len(self.learning_rates),
+                rates,
                 len(self.batches),
+                len(self.data_list()),
+                len(self.optimizers),
                 len(self.inits),
                 self.seeds if isinstance(self.seeds, int) else len(self.seeds),
             )
@@ -241,28 +331,31 @@ def _loc(*parts: str | int) -> list[str | int]:
     return ["body", *parts]
 
 
-def resolve_data_file(name: str, data_dir: Path) -> Path:
+def resolve_data_file(name: str, data_dir: Path, loc: Sequence[str | int] = ("data",)) -> Path:
     """The data file ``name`` inside ``data_dir``; refuses absolute paths, ``..`` and
-    symlinks that lead out of the directory (the API must not read arbitrary files)."""
-    loc = _loc("data", "file")
+    symlinks that lead out of the directory (the API must not read arbitrary files).
+    ``loc`` is the field path of the data entry (``data`` or ``data, i``)."""
+    where = _loc(*loc, "file")
     if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or "\\" in name:
-        raise SpecFieldError(loc, "must be a path relative to the data directory")
+        raise SpecFieldError(where, "must be a path relative to the data directory")
     if ".." in PurePosixPath(name).parts:
-        raise SpecFieldError(loc, "must not contain '..'")
+        raise SpecFieldError(where, "must not contain '..'")
     root = data_dir.resolve()
     path = (root / name).resolve()
     if not path.is_relative_to(root):
-        raise SpecFieldError(loc, "leads out of the data directory (symlink)")
+        raise SpecFieldError(where, "leads out of the data directory (symlink)")
     if not path.is_file():
-        raise SpecFieldError(loc, f"no such file {name!r} in the data directory")
+        raise SpecFieldError(where, f"no such file {name!r} in the data directory")
     return path
 
 
-def _data_rows_and_dim(spec: SweepSpec, data_path: Path | None) -> tuple[int, int] | None:
+def _data_rows_and_dim(
+    source: str | DataFile, data_path: Path | None, loc: Sequence[str | int]
+) -> tuple[int, int] | None:
     """(rows, dimension) of a fixed data set; None for the gaussian sources."""
     from idemcore.errors import ConfigError
 
-    if spec.data == "digits":
+    if source == "digits":
         from idemcore.data import load_digits_array
 
         array = load_digits_array()
@@ -272,14 +365,56 @@ def _data_rows_and_dim(spec: SweepSpec, data_path: Path | None) -> tuple[int, in
         try:
             array = load_file_array(data_path)
         except (ConfigError, ValueError, OSError) as exc:
-            raise SpecFieldError(_loc("data", "file"), f"cannot be read: {exc}") from None
+            raise SpecFieldError(_loc(*loc, "file"), f"cannot be read: {exc}") from None
         if array.ndim != 2:
             raise SpecFieldError(
-                _loc("data", "file"), f"must hold an (n, d) array, got shape {array.shape}"
+                _loc(*loc, "file"), f"must hold an (n, d) array, got shape {array.shape}"
             )
     else:
         return None
     return int(array.shape[0]), int(array.shape[1])
+
+
+def _check_data(
+    spec: SweepSpec, settings: Settings, dims: list[int]
+) -> list[tuple[str, str | None]]:
+    """Check every data source against the architectures and batches; return each as
+    (TrialConfig.data, TrialConfig.data_path)."""
+    out: list[tuple[str, str | None]] = []
+    for k, source in enumerate(spec.data_list()):
+        loc = spec.data_loc(k)
+        data_path = (
+            resolve_data_file(source.file, settings.data_dir, loc)
+            if isinstance(source, DataFile)
+            else None
+        )
+        fixed = _data_rows_and_dim(source, data_path, loc)
+        if fixed is not None:
+            rows, data_dim = fixed
+            for i, dim in enumerate(dims):
+                if dim != data_dim:
+                    raise SpecFieldError(
+                        _loc("architectures", i),
+                        f"takes dimension {dim} but the data {_source_label(source)} has "
+                        f"dimension {data_dim}",
+                    )
+            most = rows - max(1, rows // 10)  # at least 10% of the rows stay held out
+            for j, batch in enumerate(spec.batches):
+                if batch.samples > most:
+                    raise SpecLimitError(
+                        _loc("batches", j, "samples"),
+                        f"{batch.samples} samples from {rows} rows of {_source_label(source)} "
+                        "(10% stay held out)",
+                        most,
+                        "rows of the data set",
+                    )
+        name = "file" if isinstance(source, DataFile) else source
+        out.append((name, str(data_path) if data_path else None))
+    return out
+
+
+def _source_label(source: str | DataFile) -> str:
+    return repr(source.file) if isinstance(source, DataFile) else repr(source)
 
 
 def _architecture_value(value: str | list[Layer]) -> Any:
@@ -345,29 +480,7 @@ def expand_grid(
             "max_trials_per_sweep",
         )
 
-    data_path = (
-        resolve_data_file(spec.data.file, settings.data_dir)
-        if isinstance(spec.data, DataFile)
-        else None
-    )
-    fixed = _data_rows_and_dim(spec, data_path)
-    if fixed is not None:
-        rows, data_dim = fixed
-        for i, dim in enumerate(dims):
-            if dim != data_dim:
-                raise SpecFieldError(
-                    _loc("architectures", i),
-                    f"takes dimension {dim} but the data has dimension {data_dim}",
-                )
-        most = rows - max(1, rows // 10)  # at least 10% of the rows stay held out
-        for j, batch in enumerate(spec.batches):
-            if batch.samples > most:
-                raise SpecLimitError(
-                    _loc("batches", j, "samples"),
-                    f"{batch.samples} samples from {rows} rows (10% stay held out)",
-                    most,
-                    "rows of the data set",
-                )
+    sources = _check_data(spec, settings, dims)
 
     skipped: list[dict[str, Any]] = []
     bad_pairs: set[tuple[int, str]] = set()
@@ -393,38 +506,38 @@ def expand_grid(
 
     inits = spec.init_list()
     seeds = spec.seed_list()
-    data_name = "file" if isinstance(spec.data, DataFile) else spec.data
     configs: list[TrialConfig] = []
     for i, arch in enumerate(archs):
         for algorithm in spec.algorithms:
             if (i, algorithm) in bad_pairs:
                 continue
-            for lr in spec.learning_rates:
-                for batch in spec.batches:
-                    for init in inits:
-                        for seed in seeds:
-                            try:
-                                configs.append(
-                                    TrialConfig(
-                                        architecture=arch,
-                                        algorithm=algorithm,
-                                        learning_rate=lr,
-                                        samples=batch.samples,
-                                        batch_size=batch.batch_size,
-                                        epochs=spec.epochs,
-                                        seed=seed,
-                                        data=data_name,
-                                        data_path=str(data_path) if data_path else None,
-                                        init=init.scheme,
-                                        init_std=init.std,
-                                        gain=init.gain,
-                                        dtype=spec.dtype,
-                                        threshold=spec.threshold,
-                                        eval_samples=spec.eval_samples,
-                                    )
-                                )
-                            except ConfigError as exc:  # a rule idemcore has and we lack
-                                raise SpecFieldError(_loc(), str(exc)) from None
+            combos = itertools.product(
+                spec.lrs_for(algorithm), spec.batches, sources, spec.optimizers, inits, seeds
+            )
+            for lr, batch, (data_name, data_path), optimizer, init, seed in combos:
+                try:
+                    configs.append(
+                        TrialConfig(
+                            architecture=arch,
+                            algorithm=algorithm,
+                            learning_rate=lr,
+                            samples=batch.samples,
+                            batch_size=batch.batch_size,
+                            epochs=spec.epochs,
+                            seed=seed,
+                            data=data_name,
+                            data_path=data_path,
+                            init=init.scheme,
+                            init_std=init.std,
+                            gain=init.gain,
+                            dtype=spec.dtype,
+                            threshold=spec.threshold,
+                            eval_samples=spec.eval_samples,
+                            optimizer=optimizer,
+                        )
+                    )
+                except ConfigError as exc:  # a rule idemcore has and we lack
+                    raise SpecFieldError(_loc(), str(exc)) from None
     if not configs:
         raise SpecFieldError(
             _loc("algorithms"), "every combination was skipped as invalid; nothing to run"

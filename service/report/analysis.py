@@ -1,7 +1,7 @@
 """The report's analysis: runs grouped into settings, solution kinds, the claims per setting.
 
 A *setting* is everything but the algorithm, learning rate and seed: architecture, batch
-configuration (samples n, batch size m), data and initialization. Within a setting the
+configuration (samples n, batch size m), data, initialization and optimizer. Within a setting the
 runs of two algorithms are paired by seed (same seed = same initial weights and data).
 """
 
@@ -48,6 +48,7 @@ class Setting:
     batch_size: int
     data: str
     init: str
+    optimizer: str = "sgd"
 
     @property
     def batch_label(self) -> str:
@@ -55,17 +56,24 @@ class Setting:
         return f"{kind} (n={self.samples}, m={self.batch_size})"
 
     def title(self) -> str:
-        return f"{self.architecture} · {self.batch_label} · {self.data} · init {self.init}"
+        title = f"{self.architecture} · {self.batch_label} · {self.data} · init {self.init}"
+        return title if self.optimizer == "sgd" else f"{title} · {self.optimizer}"
 
     @property
     def slug(self) -> str:
         raw = f"{self.architecture}-{self.samples}-{self.batch_size}-{self.data}-{self.init}"
+        raw += "" if self.optimizer == "sgd" else f"-{self.optimizer}"
         return "".join(c if c.isalnum() or c in "-." else "_" for c in raw)
 
 
 def setting_of(trial: TrialRecord) -> Setting:
     return Setting(
-        trial.architecture, trial.samples, trial.batch_size, trial.data, init_label(trial)
+        trial.architecture,
+        trial.samples,
+        trial.batch_size,
+        trial.data,
+        init_label(trial),
+        trial.optimizer,
     )
 
 
@@ -212,6 +220,7 @@ def analyse(data: ReportData) -> list[SettingAnalysis]:
     for trial in data.trials:
         groups[setting_of(trial)].append(trial)
     ordered = sorted(
-        groups, key=lambda s: (s.architecture, s.samples, -s.batch_size, s.data, s.init)
+        groups,
+        key=lambda s: (s.architecture, s.samples, -s.batch_size, s.data, s.init, s.optimizer),
     )
     return [analyse_setting(data, s, groups[s]) for s in ordered]

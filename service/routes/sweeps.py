@@ -150,6 +150,7 @@ def list_trials(
     seed: int | None = None,
     init: str | None = None,
     data: str | None = None,
+    optimizer: str | None = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> TrialsPublic:
@@ -166,6 +167,7 @@ def list_trials(
         "seed": seed,
         "init": init,
         "data": data,
+        "optimizer": optimizer,
     }
     filters = {k: v for k, v in given.items() if v is not None}
     records, count = queries.list_trials(

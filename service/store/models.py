@@ -138,6 +138,7 @@ class Trial(Base):
     seed: Mapped[int] = mapped_column(Integer)
     data: Mapped[str] = mapped_column(String(32))
     init: Mapped[str] = mapped_column(String(32))
+    optimizer: Mapped[str] = mapped_column(String(32), server_default="sgd")
     config_hash: Mapped[str] = mapped_column(String(64))
     # Hash of the config without its algorithm: trials that pair up in a comparison.
     pair_key: Mapped[str] = mapped_column(String(64))
@@ -176,6 +177,7 @@ class Trial(Base):
             "seed",
             "data",
             "init",
+            "optimizer",
         ),
         Index("ix_trial_reused_from", "reused_from"),
     )

@@ -37,13 +37,21 @@ TRIAL_FIELDS: tuple[str, ...] = (
     "seed",
     "data",
     "init",
+    "optimizer",
 )
 # Final metrics stored on the trial row.
 METRICS: tuple[str, ...] = FINAL_METRIC_COLUMNS
 # Per-epoch metrics stored in epoch_metric (usable with ``epoch=`` and in curves).
 EPOCH_METRICS: tuple[str, ...] = EPOCH_COLUMNS
 # The fields a comparison groups by (seed and init identify the pair inside a group).
-COMPARE_GROUP: tuple[str, ...] = ("architecture", "learning_rate", "samples", "batch_size", "data")
+COMPARE_GROUP: tuple[str, ...] = (
+    "architecture",
+    "learning_rate",
+    "samples",
+    "batch_size",
+    "data",
+    "optimizer",
+)
 
 
 def _check_fields(by: Sequence[str]) -> list[str]:

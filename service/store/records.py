@@ -59,6 +59,7 @@ class TrialRecord:
     seed: int
     data: str
     init: str
+    optimizer: str
     config: dict[str, Any]
     config_hash: str
     attempts: int

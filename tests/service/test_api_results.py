@@ -31,7 +31,16 @@ SEEDED_SPEC: dict[str, Any] = {
 }
 EPOCHS = 6
 LEFT_PENDING = 1  # one trial never finishes: it must not count anywhere
-PAIR_KEY = ("architecture", "learning_rate", "samples", "batch_size", "data", "init", "seed")
+PAIR_KEY = (
+    "architecture",
+    "learning_rate",
+    "samples",
+    "batch_size",
+    "data",
+    "optimizer",
+    "init",
+    "seed",
+)
 
 
 def seed_sweep(client: TestClient, engine: Engine) -> tuple[int, list[dict[str, Any]]]:

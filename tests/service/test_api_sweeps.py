@@ -47,7 +47,33 @@ INVALID: list[tuple[str, Any, list[Any], str | None]] = [
         ["body", "batches", 0],
         None,
     ),
-    ("negative learning rate", with_(learning_rates=[-1.0]), ["body", "learning_rates", 0], None),
+    (
+        "negative learning rate",
+        with_(learning_rates=[-1.0]),
+        ["body", "learning_rates", "list", 0],
+        None,
+    ),
+    (
+        "negative learning rate in a mapping",
+        with_(learning_rates={"modified": [-1.0], "ordinary": [0.1]}),
+        ["body", "learning_rates", "mapping", "modified", 0],
+        None,
+    ),
+    (
+        "learning-rate mapping without an algorithm's list",
+        with_(learning_rates={"modified": [0.1]}),
+        ["body", "learning_rates"],
+        None,
+    ),
+    (
+        "learning-rate mapping naming an algorithm not in the sweep",
+        with_(learning_rates={"modified": [0.1], "ordinary": [0.1], "m1": [0.1]}),
+        ["body", "learning_rates"],
+        None,
+    ),
+    ("empty data list", with_(data=[]), ["body", "data"], None),
+    ("unknown optimizer", with_(optimizers=["rmsprop"]), ["body", "optimizers", 0], None),
+    ("duplicate optimizers", with_(optimizers=["sgd", "sgd"]), ["body", "optimizers"], None),
     ("zero epochs", with_(epochs=0), ["body", "epochs"], None),
     ("negative seed", with_(seeds=[-1]), ["body", "seeds"], None),
     ("zero seed count", with_(seeds=0), ["body", "seeds"], None),
@@ -64,6 +90,12 @@ INVALID: list[tuple[str, Any, list[Any], str | None]] = [
     ("missing epochs", without("epochs"), ["body", "epochs"], None),
     ("absolute data file", with_(data={"file": "/etc/passwd"}), ["body", "data", "file"], None),
     ("data file with ..", with_(data={"file": "../idem.db"}), ["body", "data", "file"], None),
+    (
+        "listed data file with ..",
+        with_(data=["gaussian-fixed", {"file": "../idem.db"}]),
+        ["body", "data", 1, "file"],
+        None,
+    ),
     ("too many epochs", with_(epochs=1001), ["body", "epochs"], "max_epochs"),
     ("too many trials", with_(seeds=21), ["body"], "max_trials_per_sweep"),
     (
@@ -103,7 +135,7 @@ def test_non_finite_numbers_are_refused(client: TestClient) -> None:
         raw += '"seeds": 1, "epochs": 3}'
         r = client.post("/sweeps", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 422, literal
-        assert r.json()["detail"][0]["loc"] == ["body", "learning_rates", 0]
+        assert r.json()["detail"][0]["loc"] == ["body", "learning_rates", "list", 0]
 
 
 def test_malformed_json_is_a_422_not_a_500(client: TestClient) -> None:

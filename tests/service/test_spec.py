@@ -119,9 +119,9 @@ def test_custom_layers_are_built_and_checked(settings: Settings) -> None:
         ({"seeds": [0, 1, 0]}, ("seeds",)),
         ({"seeds": []}, ("seeds",)),
         ({"learning_rates": [0.1, 0.1]}, ("learning_rates",)),
-        ({"learning_rates": [-0.1]}, ("learning_rates", 0)),
-        ({"learning_rates": [float("nan")]}, ("learning_rates", 0)),
-        ({"learning_rates": [float("inf")]}, ("learning_rates", 0)),
+        ({"learning_rates": [-0.1]}, ("learning_rates", "list", 0)),
+        ({"learning_rates": [float("nan")]}, ("learning_rates", "list", 0)),
+        ({"learning_rates": [float("inf")]}, ("learning_rates", "list", 0)),
         ({"learning_rates": []}, ("learning_rates",)),
         ({"batches": [{"samples": 10, "batch_size": 20}]}, ("batches", 0)),
         ({"batches": [{"samples": 0, "batch_size": 0}]}, ("batches", 0, "samples")),
@@ -252,3 +252,108 @@ def test_digits_needs_a_64_dimensional_network(settings: Settings) -> None:
         settings,
     )
     assert configs[0].data == "digits"
+
+
+# --- per-algorithm learning rates, data and optimizers as grid dimensions ------------
+
+
+def test_spec_names_are_idemcore_names() -> None:
+    from idemcore import config
+    from service import spec as spec_module
+
+    assert spec_module.ALGORITHM_NAMES == config.ALGORITHMS
+    assert spec_module.INIT_NAMES == config.INITS
+    assert spec_module.OPTIMIZER_NAMES == config.OPTIMIZERS
+    assert set(spec_module.DATA_NAMES) == set(config.DATA_SOURCES) - {"file"}
+
+
+def test_learning_rate_mapping_gives_each_algorithm_its_own_rates(settings: Settings) -> None:
+    s = spec(
+        algorithms=["modified", "ordinary"],
+        learning_rates={"ordinary": [0.1, 0.5, 1.0], "modified": [0.01]},
+    )
+    configs, _ = expand_grid(s, settings)
+    got = [(c.algorithm, c.learning_rate, c.seed) for c in configs]
+    assert got == [
+        ("modified", 0.01, 0),
+        ("modified", 0.01, 1),
+        *[("ordinary", lr, seed) for lr in (0.1, 0.5, 1.0) for seed in (0, 1)],
+    ]
+    assert len(configs) == s.grid_size() == 8
+
+
+@pytest.mark.parametrize(
+    ("learning_rates", "message"),
+    [
+        ({"modified": [0.1]}, "no list of learning rates for ['ordinary']"),
+        (
+            {"modified": [0.1], "ordinary": [0.1], "m1": [0.1]},
+            "names ['m1'] which are not among algorithms",
+        ),
+        ({"modified": [0.1, 0.1], "ordinary": [0.1]}, "modified: duplicate entry 0.1"),
+    ],
+)
+def test_learning_rate_mapping_must_match_the_algorithms(
+    learning_rates: dict[str, list[float]], message: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        spec(algorithms=["modified", "ordinary"], learning_rates=learning_rates)
+    errors = info.value.errors()
+    assert [e["loc"] for e in errors] == [("learning_rates",)]
+    assert message in errors[0]["msg"]
+
+
+def test_data_and_optimizers_are_grid_dimensions_paired_by_seed(settings: Settings) -> None:
+    s = spec(
+        algorithms=["modified", "ordinary"],
+        learning_rates={"modified": [0.01], "ordinary": [0.1]},
+        data=["gaussian-fresh", "gaussian-fixed"],
+        optimizers=["sgd", "adam"],
+        seeds=[4, 9],
+    )
+    configs, _ = expand_grid(s, settings)
+    assert len(configs) == s.grid_size() == 2 * 2 * 2 * 2
+    # Within one algorithm every (data, optimizer) cell has the same seeds, so runs that
+    # differ in one dimension only pair up by seed.
+    cells: dict[tuple[str, str, str], list[int]] = {}
+    for c in configs:
+        cells.setdefault((c.algorithm, c.data, c.optimizer), []).append(c.seed)
+    assert set(cells) == set(
+        itertools.product(
+            ["modified", "ordinary"], ["gaussian-fresh", "gaussian-fixed"], ["sgd", "adam"]
+        )
+    )
+    assert all(seeds == [4, 9] for seeds in cells.values())
+    assert len({c.config_hash() for c in configs}) == len(configs)
+
+
+def test_a_single_data_value_is_a_list_of_one(settings: Settings) -> None:
+    one, _ = expand_grid(spec(data="gaussian-fixed"), settings)
+    listed, _ = expand_grid(spec(data=["gaussian-fixed"]), settings)
+    assert one == listed
+    assert spec().optimizers == ["sgd"] and one[0].optimizer == "sgd"
+
+
+def test_listed_data_file_errors_name_the_list_entry(settings: Settings) -> None:
+    np.savez(settings.data_dir / "wide.npz", x=np.zeros((300, 7)))
+    with pytest.raises(SpecFieldError) as info:
+        expand_grid(spec(data=["gaussian-fresh", {"file": "nope.npz"}]), settings)
+    assert info.value.loc == ["body", "data", 1, "file"]
+    with pytest.raises(SpecFieldError) as info:
+        expand_grid(spec(data=["gaussian-fresh", {"file": "wide.npz"}]), settings)
+    assert info.value.loc == ["body", "architectures", 0]
+    assert "'wide.npz'" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "must not be empty"),
+        (["digits", "digits"], "duplicate entry"),
+        ([{"file": "a.npz"}, {"file": "b.npz"}], "at most one data file"),
+    ],
+)
+def test_data_list_shape_errors(data: list[Any], message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        spec(data=data)
+    assert message in str(info.value)
