@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,14 +22,10 @@ from typing import Any
 
 import httpx
 
+from idemsweep.commands.up import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 FINAL = {"succeeded", "failed", "cancelled"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _idem(*args: str) -> list[str]:
@@ -66,7 +61,7 @@ def run_service_sweep(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="idem-bench-") as tmp:
         data_dir = Path(tmp)
-        port = _free_port()
+        port = free_port()
         env = dict(os.environ)
         env.update(
             IDEM_DATA_DIR=str(data_dir),

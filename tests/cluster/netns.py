@@ -14,12 +14,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[2]
 NETNS_SH = REPO / "scripts" / "netns.sh"
@@ -56,22 +55,6 @@ def clean_env(env: Mapping[str, str]) -> dict[str, str]:
         for k, v in env.items()
         if not k.lower().endswith("_proxy") and k != "RAY_ADDRESS" and not k.startswith("IDEM_")
     }
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy; raise naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception as exc:  # a service still starting: keep polling
-            last_error = exc
-        else:
-            if value:
-                return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last_error!r})")
 
 
 @dataclass

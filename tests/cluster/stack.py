@@ -22,9 +22,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tests.cluster.netns import VENV_BIN, Postgres, Topology, http_ok, wait_for
+from service.store.status import SWEEP_FINAL
+from tests.cluster.netns import VENV_BIN, Postgres, Topology, http_ok
+from tests.utils.processes import wait_for
 
-FINAL_SWEEP = {"succeeded", "failed", "cancelled"}
 API_PORT = 8000
 
 # Printed by a driver in the head namespace: what Ray itself says about its nodes.
@@ -86,8 +87,8 @@ class Stack:
             self.service_env(),
         )
         try:
-            wait_for("the API", lambda: http_ok(f"{self.api_url}/health"), timeout=60)
-        except TimeoutError as exc:
+            wait_for(lambda: http_ok(f"{self.api_url}/health"), 60, "the API", 0.5, (Exception,))
+        except AssertionError as exc:
             raise RuntimeError(f"{exc}\napi log:\n{self.topo.log('api')}") from None
 
     def stop(self) -> None:
@@ -132,12 +133,14 @@ class Stack:
         try:
             return str(
                 wait_for(
+                    lambda: (s := self.sweep_status(sweep_id)) in SWEEP_FINAL and s,
+                    timeout,
                     f"sweep {sweep_id} to finish",
-                    lambda: (s := self.sweep_status(sweep_id)) in FINAL_SWEEP and s,
-                    timeout=timeout,
+                    0.5,
+                    (Exception,),
                 )
             )
-        except TimeoutError as exc:
+        except AssertionError as exc:
             raise AssertionError(f"{exc}\nworker log:\n{self.topo.log('worker')}") from None
 
     def ray_nodes(self) -> list[dict[str, Any]]:

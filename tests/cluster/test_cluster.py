@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.netns import wait_for
 from tests.cluster.stack import Stack
+from tests.utils.processes import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +113,7 @@ def test_node_lost_mid_sweep(cluster: Stack) -> None:
             ip=node1,
         )
 
-    wait_for("a trial running on node1", trial_running_on_node1, 90, 0.2)
+    wait_for(trial_running_on_node1, 90, "a trial running on node1", 0.2, (Exception,))
     killed = cluster.topo.kill("node1")
     assert killed, "node1 had no processes to kill"
     assert cluster.topo.pids("node1") == []

@@ -11,13 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import (
-    free_port,
-    processes_mentioning,
-    start_up,
-    stop_up,
-    wait_healthy,
-)
+from tests.e2e.conftest import start_up, stop_up
+from tests.utils.processes import free_port, processes_mentioning, wait_healthy, wait_sweep_final
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -46,15 +41,9 @@ def run_up(data_dir: Path) -> None:
     up = start_up(data_dir, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(up, url)
-        deadline = time.monotonic() + 150
+        wait_healthy(url, up, timeout=150)
         created = httpx.post(f"{url}/sweeps", json=SPEC, timeout=30).json()
-        while True:
-            sweep = httpx.get(f"{url}/sweeps/{created['id']}", timeout=10).json()
-            if sweep["status"] in ("succeeded", "failed", "cancelled"):
-                break
-            assert time.monotonic() < deadline + 120, f"sweep still {sweep['status']}"
-            time.sleep(1)
+        sweep = wait_sweep_final(url, created["id"], timeout=270, every=1)
         assert sweep["status"] == "succeeded"
         assert (
             sweep["trials_by_status"].get("succeeded", 0)

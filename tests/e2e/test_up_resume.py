@@ -14,17 +14,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import (
+from service.store.status import TRIAL_FINAL
+from tests.e2e.conftest import start_up, stop_up
+from tests.utils.processes import (
     free_port,
     processes_mentioning,
-    start_up,
-    stop_up,
+    wait_for,
     wait_healthy,
+    wait_sweep_final,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-FINAL = ("succeeded", "diverged", "failed", "cancelled")
 SPEC = {
     "name": "up-resume",
     "architectures": ["N1"],
@@ -50,34 +51,26 @@ def test_second_up_finishes_the_interrupted_sweep() -> None:
         url = f"http://127.0.0.1:{port}"
         first = start_up(data_dir, port)
         try:
-            wait_healthy(first, url)
+            wait_healthy(url, first, timeout=150)
             created = httpx.post(f"{url}/sweeps", json=SPEC, timeout=30).json()
             assert created["trial_count"] == TRIALS
-            deadline = time.monotonic() + 240
-            while True:  # stop once some, not all, trials are final
+
+            def two_final() -> bool:  # stop once some, not all, trials are final
                 sweep = httpx.get(f"{url}/sweeps/{created['id']}", timeout=10).json()
-                done = sum(sweep["trials_by_status"].get(s, 0) for s in FINAL)
-                if done >= 2:
-                    break
-                assert time.monotonic() < deadline, f"no progress: {sweep}"
-                time.sleep(0.2)
+                return sum(sweep["trials_by_status"].get(s, 0) for s in TRIAL_FINAL) >= 2
+
+            wait_for(two_final, 240, "two final trials")
             before = trials(url, created["id"])
         finally:
             out = stop_up(first)
         assert "idem up: stopped" in out
-        kept = {i: t for i, t in before.items() if t["status"] in FINAL}
+        kept = {i: t for i, t in before.items() if t["status"] in TRIAL_FINAL}
         assert 2 <= len(kept) < TRIALS, "the stop came too late to test a resume"
 
         second = start_up(data_dir, port)
         try:
-            wait_healthy(second, url)
-            deadline = time.monotonic() + 300
-            while True:
-                sweep = httpx.get(f"{url}/sweeps/{created['id']}", timeout=10).json()
-                if sweep["status"] in FINAL:
-                    break
-                assert time.monotonic() < deadline, f"sweep still {sweep['status']}"
-                time.sleep(1)
+            wait_healthy(url, second, timeout=150)
+            sweep = wait_sweep_final(url, created["id"], timeout=300, every=1)
             after = trials(url, created["id"])
         finally:
             stop_up(second)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,25 +16,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import Engine, text
 
 from service.store.engine import session_scope, upgrade_database
-from tests.workers.conftest import RAY_ENV, REPO, ray_address, wait_for
+from service.store.status import SWEEP_FINAL, TRIAL_FINAL
+from tests.utils.processes import free_port, wait_for, wait_healthy
+from tests.workers.conftest import RAY_ENV, REPO, ray_address
 
 __all__ = ["ray_address"]  # the session's one local Ray, shared with tests/workers
 
 IDEM = [sys.executable, "-m", "idemsweep"]
-FINAL_TRIAL = ("succeeded", "diverged", "failed", "cancelled")
-FINAL_SWEEP = ("succeeded", "failed", "cancelled")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_env(db_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -58,17 +49,6 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         return subprocess.Popen([*IDEM, *args], cwd=REPO, env=env, stdout=out, stderr=out)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a process this test started (killed if it does not exit in 20 s)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @dataclass
 class Api:
     """A running `idem api` process."""
@@ -83,15 +63,7 @@ def start_api(env: dict[str, str], log: Path, port: int | None = None) -> Api:
     proc = spawn(["api", "--port", str(port), "--log-level", "warning"], env, log)
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"idem api exited: {log.read_text()}")
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, 60, "idem api to answer /health")
+    wait_healthy(url, proc, timeout=60, log=log)
     return Api(proc, url)
 
 
@@ -117,13 +89,13 @@ def assert_store_consistent(engine: Engine, sweep_id: int) -> dict[str, int]:
         status = s.execute(
             text("SELECT status FROM sweep WHERE id = :id"), {"id": sweep_id}
         ).scalar_one()
-        assert status in FINAL_SWEEP, f"sweep {sweep_id} is {status}"
+        assert status in SWEEP_FINAL, f"sweep {sweep_id} is {status}"
         rows = s.execute(
             text("SELECT status, count(*) FROM trial WHERE sweep_id = :id GROUP BY status"),
             {"id": sweep_id},
         ).all()
         by_status = {str(r[0]): int(r[1]) for r in rows}
-        assert set(by_status) <= set(FINAL_TRIAL), by_status
+        assert set(by_status) <= set(TRIAL_FINAL), by_status
         total, distinct = s.execute(
             text("SELECT count(*), count(DISTINCT config_hash) FROM trial WHERE sweep_id = :id"),
             {"id": sweep_id},
@@ -209,24 +181,6 @@ def pg_cluster() -> Iterator[PgCluster]:
         with contextlib.suppress(subprocess.SubprocessError):
             cluster.ctl("-m", "immediate", "stop")
         subprocess.run(["rm", "-rf", str(directory)], check=False)
-
-
-def wait_sweep_final(url: str, sweep_id: int, timeout: float) -> dict[str, object]:
-    """Poll GET /sweeps/{id} until the sweep is final (5xx while the database is away are
-    tolerated: the point is that the API answers again)."""
-
-    def final() -> dict[str, object] | None:
-        try:
-            r = httpx.get(f"{url}/sweeps/{sweep_id}", timeout=5)
-        except httpx.HTTPError:
-            return None
-        if r.status_code != 200:
-            return None
-        body: dict[str, object] = r.json()
-        return body if body["status"] in FINAL_SWEEP else None
-
-    result: dict[str, object] = wait_for(final, timeout, f"sweep {sweep_id} to finish", every=0.5)
-    return result
 
 
 def elapsed(since: float) -> float:

@@ -30,13 +30,12 @@ from tests.faults.conftest import (
     process_env,
     spawn,
     start_api,
-    stop,
     wait_for_file,
-    wait_sweep_final,
 )
 from tests.service.conftest import SMALL_SPEC
 from tests.utils.factories import make_config, run_sweep_to_end
-from tests.workers.conftest import add_sweep, epoch_count, sweep, trials, wait_for
+from tests.utils.processes import stop, wait_for, wait_sweep_final
+from tests.workers.conftest import add_sweep, epoch_count, sweep, trials
 from workers.worker import Worker
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

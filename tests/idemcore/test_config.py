@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 
 import pytest
 import torch
@@ -12,20 +13,9 @@ from idemcore import __version__
 from idemcore.config import OPTIMIZERS, LayerSpec, TrialConfig
 from idemcore.errors import ConfigError
 from idemcore.nets import ARCHITECTURES, build_net
+from tests.utils.factories import make_config
 
-
-def config(**overrides: object) -> TrialConfig:
-    base: dict[str, object] = dict(
-        architecture="N1",
-        algorithm="modified",
-        learning_rate=0.1,
-        samples=100,
-        batch_size=50,
-        epochs=3,
-        seed=0,
-    )
-    base.update(overrides)
-    return TrialConfig(**base)  # type: ignore[arg-type]
+config = partial(make_config, learning_rate=0.1, batch_size=50, epochs=3)
 
 
 CUSTOM = (LayerSpec(6, 12, True, "tanh"), LayerSpec(12, 6, False, "none"))

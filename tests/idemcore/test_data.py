@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from idemcore.config import TrialConfig
 from idemcore.data import GaussianFresh, generator, load_file_array, make_data
 from idemcore.errors import ConfigError
 from idemcore.train import Training
+from tests.utils.factories import make_config
 
 F32 = torch.float32
 
@@ -127,16 +127,8 @@ def test_file_errors_name_the_field(tmp_path: Path) -> None:
 def test_training_on_a_file_source(tmp_path: Path) -> None:
     array = np.random.default_rng(1).standard_normal((60, 5))
     np.savez(tmp_path / "d.npz", data=array)
-    config = TrialConfig(
-        architecture="N1",
-        algorithm="modified",
-        learning_rate=0.05,
-        samples=40,
-        batch_size=20,
-        epochs=3,
-        seed=0,
-        data="file",
-        data_path=str(tmp_path / "d.npz"),
+    config = make_config(
+        samples=40, batch_size=20, epochs=3, data="file", data_path=str(tmp_path / "d.npz")
     )
     records = list(Training(config).epochs())
     assert len(records) == 3 and all(r.train_idempotent_error is not None for r in records)

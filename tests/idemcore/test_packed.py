@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import fields, replace
 
 import pytest
@@ -22,33 +21,16 @@ from idemcore.packed import (
 )
 from idemcore.packed_engine import chunks
 from idemcore.train import EpochRecord, Training, TrialResult
+from tests.utils.factories import make_config
 
 LRS = (0.05, 0.01, 0.002)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny nets: OpenMP threads only add contention (tests share a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def base(arch: str = "N1", algorithm: str = "modified", **kw: object) -> TrialConfig:
     values: dict[str, object] = dict(
-        architecture=arch,
-        algorithm=algorithm,
-        learning_rate=0.05,
-        samples=64,
-        batch_size=16,
-        epochs=50,
-        seed=0,
-        dtype="float64",
-        eval_samples=100,
+        samples=64, batch_size=16, epochs=50, dtype="float64", eval_samples=100
     )
-    values.update(kw)
-    return TrialConfig(**values)  # type: ignore[arg-type]
+    return make_config(architecture=arch, algorithm=algorithm, **{**values, **kw})
 
 
 def members(cfg: TrialConfig, lrs: tuple[float, ...] = LRS) -> list[TrialConfig]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -12,20 +13,12 @@ from idemcore.errors import ConfigError
 from idemcore.metrics import EpochMetrics, affine_trace, jacobian_trace
 from idemcore.nets import build_net
 from idemcore.train import Training, train
+from tests.utils.factories import make_config
 
 
 def n1_modified(seed: int, init: str = "default", epochs: int = 300) -> TrialConfig:
     """The issue's protocol: N1, modified, lr 0.05, full batch (n = m = 10000)."""
-    return TrialConfig(
-        architecture="N1",
-        algorithm="modified",
-        learning_rate=0.05,
-        samples=10000,
-        batch_size=10000,
-        epochs=epochs,
-        seed=seed,
-        init=init,
-    )
+    return make_config(samples=10000, batch_size=10000, epochs=epochs, seed=seed, init=init)
 
 
 def assert_idempotent_projection(config: TrialConfig) -> int:
@@ -64,19 +57,16 @@ def test_n1_modified_default_seed4_diverges_as_result() -> None:
     assert result.eigenvalues is None
 
 
-def small(**overrides: object) -> TrialConfig:
-    base: dict[str, object] = dict(
-        architecture="N3",
-        algorithm="modified",
-        learning_rate=0.1,
-        samples=512,
-        batch_size=128,
-        epochs=5,
-        seed=3,
-        eval_samples=200,
-    )
-    base.update(overrides)
-    return TrialConfig(**base)  # type: ignore[arg-type]
+small = partial(
+    make_config,
+    architecture="N3",
+    learning_rate=0.1,
+    samples=512,
+    batch_size=128,
+    epochs=5,
+    seed=3,
+    eval_samples=200,
+)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from idemsweep.cli import main
+from tests.utils.cli import run_main
 
 FIELDS = {
     "idempotent_error",
@@ -21,17 +21,8 @@ FIELDS = {
 }
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse's own errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_json_last_line_has_the_issue_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(
+    code, out, err = run_main(
         capsys,
         "train",
         "--arch",
@@ -59,7 +50,7 @@ def test_json_last_line_has_the_issue_fields(capsys: pytest.CaptureFixture[str])
 
 
 def test_json_for_tanh_net_has_no_eigenvalues(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
+    code, out, _ = run_main(
         capsys,
         "train",
         "--arch",
@@ -86,7 +77,7 @@ def test_json_for_tanh_net_has_no_eigenvalues(capsys: pytest.CaptureFixture[str]
 
 
 def test_plain_output_is_readable(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
+    code, out, _ = run_main(
         capsys,
         "train",
         "--arch",
@@ -145,7 +136,7 @@ def test_plain_output_is_readable(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bad_arguments_exit_2_with_one_line(
     capsys: pytest.CaptureFixture[str], args: list[str], needle: str
 ) -> None:
-    code, out, err = run(capsys, "train", *args)
+    code, out, err = run_main(capsys, "train", *args)
     assert code == 2
     assert out == ""
     lines = err.strip().splitlines()

@@ -253,29 +253,6 @@ def test_cancel_is_202_then_409(client: TestClient) -> None:
     assert "finished" in again.json()["detail"]
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/sweeps/999999",
-        "/sweeps/999999/trials",
-        "/sweeps/999999/summary",
-        "/sweeps/999999/compare",
-        "/sweeps/999999/plots/curves.png",
-        "/sweeps/999999/plots/distribution.png",
-        "/trials/999999",
-        "/trials/999999/epochs",
-    ],
-)
-def test_unknown_ids_are_404(client: TestClient, path: str) -> None:
-    r = client.get(path)
-    assert r.status_code == 404
-    assert "not found" in r.json()["detail"]
-
-
-def test_cancel_unknown_is_404(client: TestClient) -> None:
-    assert client.post("/sweeps/999999/cancel").status_code == 404
-
-
 def test_body_over_the_limit_is_413(make_client: Callable[..., TestClient]) -> None:
     client = make_client(max_body_bytes=2000)
     big = with_(name="x" * 3000)

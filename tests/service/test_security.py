@@ -30,6 +30,7 @@ from sqlalchemy import create_engine, text
 from service.settings import Settings
 from tests.service.conftest import SMALL_SPEC
 from tests.utils.factories import fake_epochs, fake_result
+from tests.utils.processes import free_port, wait_healthy
 
 TOKEN = "tok-5f1c9e0b7a2d4c68a3e1"
 OTHER = "tok-0000000000000000000a"
@@ -128,7 +129,6 @@ def test_tokens_never_appear_in_logs_or_responses(
 def test_idem_api_process_never_logs_the_token(tmp_path: Path) -> None:
     """The real server at debug log level (uvicorn access log included)."""
     from service.store.engine import upgrade_database
-    from tests.faults.conftest import free_port
 
     upgrade_database(f"sqlite:///{tmp_path / 'idem.db'}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDEM_")}
@@ -144,16 +144,7 @@ def test_idem_api_process_never_logs_the_token(tmp_path: Path) -> None:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        from tests.workers.conftest import wait_for
-
-        def up() -> bool:
-            assert proc.poll() is None, log.read_text()
-            try:
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 60, "idem api")
+        wait_healthy(url, proc, timeout=60, log=log)
         good = httpx.post(
             f"{url}/sweeps",
             json=SMALL_SPEC,
@@ -340,13 +331,21 @@ def test_a_spec_past_the_trial_limit_stores_nothing(
         ("GET", "/trials/{}/epochs"),
     ],
 )
-def test_unknown_ids_are_404(client: TestClient, method: str, path: str) -> None:
-    for unknown in (0, -1, 987654321):
+def test_unknown_ids_are_404_and_ids_past_the_column_range_422(
+    client: TestClient, backend: str, method: str, path: str
+) -> None:
+    """docs/guarantees.md: unknown ids are 404 on every route that takes one; an id past
+    the integer column's range (32 bits on PostgreSQL, 64 on SQLite) is not an id at all:
+    a 422, never a 500."""
+    first_too_big = 2**31 if backend == "postgresql" else 2**63
+    for unknown in (0, -1, 987654321, first_too_big - 1):
         r = client.request(method, path.format(unknown))
         assert r.status_code == 404, (path, unknown, r.text)
-    for too_big in (2**31, 2**62, 2**70):  # past the id column's range: not an id at all
+        assert "not found" in r.json()["detail"], r.text
+    for too_big in (first_too_big, 2**70):
         r = client.request(method, path.format(too_big))
-        assert r.status_code in (404, 422), (path, too_big, r.text)
+        assert r.status_code == 422, (path, too_big, r.text)
+        assert r.json()["detail"][0]["msg"] == "a number is out of range", r.text
 
 
 @pytest.mark.parametrize(
@@ -368,7 +367,6 @@ def test_malformed_yaml_to_submit_is_one_line(
     content: bytes,
 ) -> None:
     from idemsweep.cli import main
-    from tests.faults.conftest import free_port
 
     path = tmp_path / name
     path.write_bytes(content)

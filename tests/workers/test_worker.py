@@ -20,6 +20,8 @@ from service.store.models import Worker as WorkerRow
 from service.store.queries import trial_epochs
 from service.store.sweeps import request_cancel
 from tests.utils.factories import make_config, make_grid
+from tests.utils.processes import wait_for
+from tests.utils.threads import one_torch_thread
 from tests.workers.conftest import (
     add_sweep,
     epoch_count,
@@ -27,7 +29,6 @@ from tests.workers.conftest import (
     spawn_worker,
     sweep,
     trials,
-    wait_for,
 )
 from workers.worker import Worker
 
@@ -62,9 +63,7 @@ def test_sweep_runs_to_succeeded_with_the_metrics_of_idem_train(
     assert record.ray_experiment and record.ray_experiment.startswith(f"sweep-{sweep_id}-")
     assert (settings.data_dir / "ray_results" / record.ray_experiment).is_dir()
     assert epoch_count(engine, sweep_id) == 8 * 30
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the trial: bitwise equality needs the same threads
-    try:
+    with one_torch_thread():  # as in the trial: bitwise equality needs the same threads
         for row in trials(engine, sweep_id):
             assert row.status == "succeeded" and row.attempts == 1
             config = next(c for c in configs if c.config_hash() == row.config_hash)
@@ -79,8 +78,6 @@ def test_sweep_runs_to_succeeded_with_the_metrics_of_idem_train(
             for name in METRICS:
                 assert getattr(row, name) == getattr(expected, name)
             assert row.epochs_to_threshold == expected.epochs_to_threshold
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_failing_trial_is_retried_then_failed_and_the_sweep_still_ends(

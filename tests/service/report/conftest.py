@@ -8,7 +8,6 @@ rate 1.0 makes some runs diverge. Built once per session (about 10 s on one core
 
 from __future__ import annotations
 
-import itertools
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from sqlalchemy import Engine
 
 from idemcore.config import TrialConfig
 from idemcore.train import Training
+from tests.utils.factories import make_grid
 
 EPOCHS = 50
 
@@ -50,51 +50,34 @@ def _spec(name: str, **extra: Any) -> dict[str, Any]:
 
 
 def paper_configs() -> list[TrialConfig]:
-    base = [
-        TrialConfig(
-            architecture="N1",
-            algorithm=alg,
-            learning_rate=lr,
-            samples=200,
-            batch_size=bs,
-            epochs=EPOCHS,
-            seed=seed,
-        )
-        for alg, lr, bs, seed in itertools.product(
-            ("modified", "ordinary", "m1"), (0.1, 1.0), (200, 100), range(3)
-        )
-    ]
-    ortho = [
-        TrialConfig(
-            architecture="N1",
-            algorithm=alg,
-            learning_rate=lr,
-            samples=200,
-            batch_size=200,
-            epochs=EPOCHS,
-            seed=seed,
-            init="orthogonal",
-        )
-        for alg, lr, seed in itertools.product(("modified", "ordinary"), (0.1, 1.0), range(3))
-    ]
+    base = make_grid(
+        algorithms=("modified", "ordinary", "m1"),
+        learning_rates=(0.1, 1.0),
+        batch_sizes=(200, 100),
+        seeds=range(3),
+        samples=200,
+        epochs=EPOCHS,
+    )
+    ortho = make_grid(
+        learning_rates=(0.1, 1.0),
+        batch_sizes=(200,),
+        seeds=range(3),
+        samples=200,
+        epochs=EPOCHS,
+        init="orthogonal",
+    )
     return base + ortho
 
 
 def fixed_configs() -> list[TrialConfig]:
-    return [
-        TrialConfig(
-            architecture="N1",
-            algorithm=alg,
-            learning_rate=0.1,
-            samples=100,
-            batch_size=100,
-            epochs=20,
-            seed=seed,
-            data="gaussian-fixed",
-            eval_samples=100,
-        )
-        for alg, seed in itertools.product(("modified", "ordinary"), range(2))
-    ]
+    return make_grid(
+        learning_rates=(0.1,),
+        seeds=(0, 1),
+        samples=100,
+        epochs=20,
+        data="gaussian-fixed",
+        eval_samples=100,
+    )
 
 
 def run_sweep(engine: Engine, name: str, spec: dict[str, Any], configs: list[TrialConfig]) -> int:

@@ -1,27 +1,23 @@
-"""The CLI client against a real `idem api` subprocess on a free port (SQLite)."""
+"""The CLI client commands (idemsweep/commands/client.py) against a real `idem api`
+subprocess on a free port (SQLite): submit, status, summary, compare, sweeps, cancel."""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from service.store import queue
 from service.store.engine import make_engine, session_scope, upgrade_database
 from service.store.status import TrialStatus
-from tests.service.conftest import SMALL_SPEC
+from tests.utils.cli import IDEM, env_for, idem, idem_here
 from tests.utils.factories import fake_epochs, fake_result
+from tests.utils.processes import free_port, stop, wait_healthy
 
-IDEM = [sys.executable, "-m", "idemsweep"]
 SPEC_YAML = """\
 name: cli-test
 architectures: [N1]
@@ -33,49 +29,6 @@ seeds: 2
 epochs: 5
 threshold: 1.0e-3
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def env_for(data_dir: Path, url: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDEM_")}
-    env["IDEM_DATA_DIR"] = str(data_dir)
-    if url:
-        env["IDEM_URL"] = url
-    return env
-
-
-def idem_here(
-    *args: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: Any
-) -> subprocess.CompletedProcess[str]:
-    """Run `idem ARGS` in this process (real HTTP, no interpreter start-up), with ``env``
-    as the IDEM_* environment and fresh settings."""
-    from idemsweep.cli import main
-    from service.settings import get_settings
-
-    for key in [k for k in os.environ if k.startswith("IDEM_")]:
-        monkeypatch.delenv(key)
-    for key, value in env.items():
-        if key.startswith("IDEM_"):
-            monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    finally:
-        get_settings.cache_clear()
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), code, out, err)
-
-
-def idem(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*IDEM, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 @pytest.fixture(scope="module")
@@ -93,25 +46,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read() if proc.stdout else ""
-                pytest.fail(f"idem api did not start: {out}")
-            time.sleep(0.2)
+        wait_healthy(url, proc, timeout=60)
         yield url, data_dir
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def finish_all(data_dir: Path, sweep_id: int) -> None:
@@ -229,97 +167,3 @@ def test_unreachable_server_is_one_line_exit_2(tmp_path: Path) -> None:
     r = idem("status", "1", env=env_for(tmp_path, f"http://127.0.0.1:{free_port()}"))
     assert r.returncode == 2
     assert "cannot reach" in r.stderr and r.stderr.count("\n") == 1
-
-
-def test_api_with_two_workers_serves_from_two_processes(tmp_path: Path) -> None:
-    """`idem api --workers 2`: two uvicorn worker processes under one parent answer the
-    same API on one port; SIGTERM stops them all."""
-    upgrade_database(f"sqlite:///{tmp_path / 'idem.db'}")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [*IDEM, "api", "--port", str(port), "--workers", "2", "--log-level", "warning"],
-        env=env_for(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        children: list[int] = []
-        while True:
-            children = child_pids(proc.pid)
-            try:
-                ok = httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if ok and len(children) >= 2:
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read() if proc.stdout else ""
-                pytest.fail(f"idem api --workers 2 did not start: {children} {out}")
-            time.sleep(0.3)
-        created = httpx.post(f"{url}/sweeps", json=SMALL_SPEC, timeout=30).json()
-        for _ in range(6):  # whichever process answers sees the same store
-            got = httpx.get(f"{url}/sweeps/{created['id']}", timeout=10).json()
-            assert got["trial_count"] == created["trial_count"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0
-    time.sleep(0.5)
-    assert [pid for pid in children if running(pid)] == []  # exited (a zombie has)
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` still runs (an exited child not yet reaped by init does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` that run Python (uvicorn's workers)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"python" in cmdline:
-            out.append(int(entry.name))
-    return out
-
-
-@pytest.mark.parametrize(
-    "args,says",
-    [
-        (("--workers", "0"), "--workers"),
-        (("--host", "0.0.0.0"), "IDEM_API_TOKENS"),  # a public address without tokens
-        ((), "idem db upgrade"),  # an empty data dir: the SQLite file has no tables
-    ],
-)
-def test_api_refuses_in_one_line(
-    args: tuple[str, ...],
-    says: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: Any,
-) -> None:
-    r = idem_here(
-        "api", *args, "--port", str(free_port()),
-        env=env_for(tmp_path), monkeypatch=monkeypatch, capsys=capsys,
-    )  # fmt: skip
-    assert r.returncode == 2
-    assert says in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
