@@ -1,42 +1,28 @@
-"""End-to-end fixtures: a running `idem api` over a store with a small real sweep."""
+"""End-to-end fixtures: a running `idem api` over a store with a small real sweep, `idem up`
+helpers, and the browser: pytest-playwright's ``page`` in Debian's Chromium.
+
+Playwright drives the system Chromium (``executable_path``) because its own browser
+download cannot run here; scripts/setup.sh --test installs Debian's ``chromium``.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
+from playwright.sync_api import Page
 
 from tests.service.report.conftest import run_sweep
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Pids whose command line mentions ``text`` (the test's own data dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if text in cmdline:
-                pids.append(int(entry.name))
-    return pids
+from tests.utils.factories import make_grid
+from tests.utils.processes import free_port, stop, wait_healthy
 
 
 def start_up(data_dir: Path, port: int) -> subprocess.Popen[str]:
@@ -58,26 +44,44 @@ def start_up(data_dir: Path, port: int) -> subprocess.Popen[str]:
     )
 
 
-def wait_healthy(up: subprocess.Popen[str], url: str) -> None:
-    """Until the API answers /health (the process must stay up; 150 s at most)."""
-    deadline = time.monotonic() + 150
-    while True:
-        assert up.poll() is None, up.stdout.read() if up.stdout else ""
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the API did not come up"
-        time.sleep(0.5)
-
-
 def stop_up(up: subprocess.Popen[str]) -> str:
     """Ctrl-C, as a user would; it must exit 0. Returns its output."""
     up.send_signal(signal.SIGINT)
     out, _ = up.communicate(timeout=120)
     assert up.returncode == 0, out
     return out
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """pytest-playwright's launch arguments, pointed at the system Chromium."""
+    return {**browser_type_launch_args, "executable_path": CHROMIUM}
+
+
+@dataclass
+class BrowserErrors:
+    """Console errors, uncaught page exceptions and failed requests seen by one page."""
+
+    messages: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def browser_errors(page: Page) -> BrowserErrors:
+    """Collects every error the test's ``page`` reports, from before its first load."""
+    seen = BrowserErrors()
+    page.on(
+        "console",
+        lambda msg: seen.messages.append(f"console: {msg.text}") if msg.type == "error" else None,
+    )
+    page.on("pageerror", lambda exc: seen.messages.append(f"exception: {exc}"))
+    page.on(
+        "requestfailed",
+        lambda req: seen.messages.append(f"failed: {req.url} {req.failure}"),
+    )
+    return seen
 
 
 @dataclass(frozen=True)
@@ -91,27 +95,15 @@ def running_api(
     sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningApi]:
     """`idem api` as a real process on a free port, serving one finished small sweep."""
-    from idemcore.config import TrialConfig
     from service.store.engine import make_engine
 
     root = tmp_path_factory.mktemp("e2e-api")
     db = root / "idem.db"
     shutil.copyfile(sqlite_template, db)
     engine = make_engine(f"sqlite:///{db}")
-    configs = [
-        TrialConfig(
-            architecture="N1",
-            algorithm=alg,
-            learning_rate=lr,
-            samples=200,
-            batch_size=200,
-            epochs=30,
-            seed=seed,
-        )
-        for alg in ("modified", "ordinary")
-        for lr in (0.1, 1.0)
-        for seed in range(2)
-    ]
+    configs = make_grid(
+        learning_rates=(0.1, 1.0), batch_sizes=(200,), seeds=(0, 1), samples=200, epochs=30
+    )
     spec = {"name": "e2e", "epochs": 30, "threshold": 1e-3}
     sweep_id = run_sweep(engine, "e2e", spec, configs)
     engine.dispose()
@@ -126,17 +118,7 @@ def running_api(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "idem api exited"
-            assert time.monotonic() < deadline, "idem api did not come up"
-            time.sleep(0.3)
+        wait_healthy(url, proc)
         yield RunningApi(url, sweep_id)
     finally:
-        proc.terminate()
-        proc.wait(20)
+        stop(proc)
