@@ -12,8 +12,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from idemcore import __version__
 from idemcore.errors import ConfigError
+from idemcore.provenance import reuse_environment
 
 ALGORITHMS = ("ordinary", "modified", "m1")
 DATA_SOURCES = ("gaussian-fresh", "gaussian-fixed", "digits", "file")
@@ -23,9 +23,8 @@ DTYPES = ("float32", "float64")
 # The note's plain SGD, SGD with momentum 0.9, Adam (PyTorch defaults except lr);
 # idemcore.optim maps each name to its torch.optim class.
 OPTIMIZERS = ("sgd", "momentum", "adam")
-# Fields left out of config_hash while they hold their default, so the hash of every
-# config written before the field existed is unchanged (stored results stay reusable).
-HASH_NEUTRAL_DEFAULTS = {"optimizer": "sgd"}
+# Device classes a trial runs on (part of the reuse key: CPU and CUDA results differ).
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,9 @@ class TrialConfig:
     ``architecture`` is a named network (``"N1"`` … ``"B4"``) or a tuple of
     :class:`LayerSpec`. ``data_path`` is only used with ``data="file"``. ``optimizer``
     is how the update rule's gradient is applied (``"sgd"``, the note's, by default).
+    ``device`` is the device class (``"cpu"`` or ``"cuda"``) and ``tf32`` whether float32
+    CUDA matmuls may use TF32 (:func:`idemcore.provenance.apply_numerics`); both change
+    results, so both are part of the reuse key.
     """
 
     architecture: str | tuple[LayerSpec, ...]
@@ -71,6 +73,8 @@ class TrialConfig:
     threshold: float = 1e-3
     eval_samples: int = 1000
     optimizer: str = "sgd"
+    device: str = "cpu"
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.architecture, list):
@@ -99,6 +103,10 @@ class TrialConfig:
             raise ConfigError(
                 f"optimizer: unknown {self.optimizer!r}; expected one of {list(OPTIMIZERS)}"
             )
+        if self.device not in DEVICES:
+            raise ConfigError(f"device: unknown {self.device!r}; expected one of {list(DEVICES)}")
+        if not isinstance(self.tf32, bool):
+            raise ConfigError(f"tf32: must be true or false, got {self.tf32!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype: unknown {self.dtype!r}; expected one of {list(DTYPES)}")
         for name in ("learning_rate", "gain", "init_std", "threshold"):
@@ -156,14 +164,10 @@ class TrialConfig:
         return cls(**data)
 
     def config_hash(self) -> str:
-        """Content address of the config plus idemcore's version (for result reuse).
-
-        Fields at their :data:`HASH_NEUTRAL_DEFAULTS` are left out, so a config that does
-        not use a newer field hashes as it did before the field existed."""
-        payload = self.to_dict()
-        for name, default in HASH_NEUTRAL_DEFAULTS.items():
-            if payload[name] == default:
-                del payload[name]
-        payload["idemcore_version"] = __version__
+        """The reuse key: content address of the config (device class, dtype and tf32
+        included) plus :func:`idemcore.provenance.reuse_environment` (a fingerprint of
+        idemcore's source and the torch version). A stored result is reused only under
+        an equal key, so a change to the training code never serves an old result."""
+        payload = {**self.to_dict(), **reuse_environment()}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()

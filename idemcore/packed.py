@@ -53,6 +53,8 @@ def pack_key(config: TrialConfig) -> tuple[Any, ...]:
         config.eval_samples,
         config.threshold,
         config.optimizer,
+        config.device,
+        config.tf32,
     )
 
 

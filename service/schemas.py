@@ -109,8 +109,34 @@ class CancelAccepted(BaseModel):
     cancel_requested: bool = True
 
 
-class TrialPublic(BaseModel):
-    """One run: its config columns, status and final metrics (the per-run distribution)."""
+class ProvenancePublic(BaseModel):
+    """What computed a trial's result (``idemcore.provenance.Provenance``; null until the
+    trial finished; a reused trial shows its source's)."""
+
+    code_fingerprint: str | None = Field(
+        default=None, description="sha256 of idemcore's source files that ran"
+    )
+    idemsweep_version: str | None = Field(default=None, description="installed idemsweep")
+    torch_version: str | None = Field(default=None, description="torch.__version__")
+    python_version: str | None = Field(default=None, description="e.g. 3.11.9")
+    device: str | None = Field(default=None, description="'cpu: <model>' or 'cuda: <GPU>'")
+    tf32: bool | None = Field(default=None, description="whether TF32 matmuls were allowed")
+    host: str | None = Field(default=None, description="hostname of the machine")
+    ray_node_id: str | None = Field(default=None, description="Ray node id (null outside Ray)")
+    packed: bool | None = Field(default=None, description="trained in a pack with others")
+    pack_id: int | None = Field(default=None, description="the pack's first trial id")
+
+    @staticmethod
+    def provenance_fields(r: TrialRecord) -> dict[str, Any]:
+        """The record's provenance as these fields (all null when none was recorded)."""
+        return {
+            name: getattr(r.provenance, name) if r.provenance else None
+            for name in ProvenancePublic.model_fields
+        }
+
+
+class TrialPublic(ProvenancePublic):
+    """One run: its config columns, status, final metrics and provenance."""
 
     id: int
     sweep_id: int
@@ -172,6 +198,7 @@ class TrialPublic(BaseModel):
             "reused_from": r.reused_from,
             "started_at": r.started_at,
             "finished_at": r.finished_at,
+            **cls.provenance_fields(r),
         }
 
     @classmethod

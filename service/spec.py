@@ -199,6 +199,20 @@ class SweepSpec(_Strict):
     priority: Annotated[
         int, Field(ge=-1_000_000, le=1_000_000, description="higher runs first")
     ] = 0
+    reuse: Annotated[
+        bool,
+        Field(
+            description="take over a stored result with the same reuse key (config, code "
+            "fingerprint, torch version, device class, dtype, tf32); false runs every trial anew"
+        ),
+    ] = True
+    tf32: Annotated[
+        bool,
+        Field(
+            description="let float32 CUDA matmuls use TF32 (faster on Ampere+, about 1e-3 "
+            "relative error); off by default, part of the reuse key"
+        ),
+    ] = False
     skip_invalid: Annotated[
         bool,
         Field(description="leave out combinations that cannot train (m1 on N2) instead of 422"),
@@ -506,6 +520,7 @@ def expand_grid(
 
     inits = spec.init_list()
     seeds = spec.seed_list()
+    device = "cuda" if spec.resources.gpu > 0 else "cpu"
     configs: list[TrialConfig] = []
     for i, arch in enumerate(archs):
         for algorithm in spec.algorithms:
@@ -534,6 +549,8 @@ def expand_grid(
                             threshold=spec.threshold,
                             eval_samples=spec.eval_samples,
                             optimizer=optimizer,
+                            device=device,
+                            tf32=spec.tf32,
                         )
                     )
                 except ConfigError as exc:  # a rule idemcore has and we lack

@@ -11,7 +11,13 @@ Report payload (plain lists and dicts, so Tune's result handling never needs our
 
     {"batch": [{"trial_id": 7, "records": [EpochRecord.to_dict(), ...]}, ...],
      "final": [{"trial_id": 7, "status": "succeeded" | "diverged",
-                "result": TrialResult.to_dict()}, ...]}        # last report only
+                "result": TrialResult.to_dict(),
+                "provenance": Provenance.to_dict()}, ...]}     # last report only
+
+Before training, the group's float32 numerics are set explicitly
+(:func:`idemcore.provenance.apply_numerics`: TF32 off unless the configs ask for it), and
+the provenance (code fingerprint, versions, device, host, Ray node, pack) is collected
+in the trial, so it describes the process that computed the result.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, Protocol
 import torch
 
 from idemcore.config import TrialConfig
+from idemcore.provenance import Provenance, apply_numerics
 from idemcore.train import EpochRecord, Training, TrialResult
 
 GROUP_KEY = "group"
@@ -112,12 +119,22 @@ def run_group(
     device: torch.device,
     report_every: int,
     report: Any,
+    ray_node_id: str | None = None,
 ) -> None:
     """Train ``members`` and call ``report(payload)`` every ``report_every`` epochs.
 
     Separate from the Tune function so tests and benchmarks can drive it without Ray.
     """
-    run = make_group_run([config for _, config in members], device)
+    configs = [config for _, config in members]
+    tf32 = {config.tf32 for config in configs}
+    if len(tf32) != 1:  # packing keys on tf32 (idemcore.packed.pack_key), so never
+        raise ValueError("a group of trials must agree on tf32")
+    apply_numerics(tf32.pop())
+    run = make_group_run(configs, device)
+    packed = not isinstance(run, OneByOne)
+    provenance = Provenance.collect(
+        device, ray_node_id=ray_node_id, pack_id=members[0][0] if packed else None
+    ).to_dict()
     pending: dict[int, list[dict[str, Any]]] = {tid: [] for tid, _ in members}
     since_report = 0
     for row in run.epochs():
@@ -134,6 +151,7 @@ def run_group(
             "trial_id": tid,
             "status": "diverged" if result.diverged else "succeeded",
             "result": result.to_dict(),
+            "provenance": provenance,
         }
         for (tid, _), result in zip(members, run.results(), strict=True)
     ]
@@ -163,4 +181,5 @@ def train_group(tune_config: dict[str, Any]) -> None:
         device=device,
         report_every=max(1, int(tune_config.get(REPORT_EVERY_KEY, 10))),
         report=ray.tune.report,
+        ray_node_id=ray.get_runtime_context().get_node_id(),
     )

@@ -28,6 +28,12 @@ def register(sub: Any) -> None:
     p.add_argument("spec", help="SPEC.json or SPEC.yaml")
     p.add_argument("--wait", action="store_true", help="show progress until it ends")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="run every trial anew (sets the spec's reuse: false) instead of taking over "
+        "stored results with the same reuse key",
+    )
     p.set_defaults(handler=submit)
 
     p = sub.add_parser("status", help="a sweep's status and progress")
@@ -192,6 +198,8 @@ def submit(args: argparse.Namespace) -> int:
     """POST each sweep in the file (several YAML documents: several sweeps)."""
     created_ids = []
     for spec in read_specs(args.spec):
+        if args.no_reuse:
+            spec = {**spec, "reuse": False}
         created = call("POST", "/sweeps", json=spec, headers={"Idempotency-Key": str(uuid.uuid4())})
         line = (
             f"sweep {created['id']} {created['status']}: {created['trial_count']} trials "

@@ -32,15 +32,27 @@ def register(sub: Any) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, ...")
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let float32 CUDA matmuls use TF32 (off by default: it changes results)",
+    )
     p.add_argument("--json", action="store_true", help="last stdout line: the result as JSON")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from idemcore.config import TrialConfig
     from idemcore.errors import ConfigError
+    from idemcore.provenance import apply_numerics
     from idemcore.train import Training
 
+    try:
+        device_class = torch.device(args.device).type
+    except RuntimeError as exc:
+        raise CliError(f"--device: {exc}") from None
     try:
         config = TrialConfig(
             architecture=args.arch,
@@ -58,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             threshold=args.threshold,
             eval_samples=args.eval_samples,
+            device=device_class,
+            tf32=args.tf32,
         )
+        apply_numerics(config.tf32)
         run_ = Training(config, device=args.device)
     except ConfigError as exc:
         raise CliError(str(exc)) from None

@@ -81,6 +81,7 @@ def submit_sweep(
             spec=spec.model_dump(mode="json"),
             priority=spec.priority,
             trials=configs,
+            reuse=spec.reuse,
             idempotency_key=idempotency_key,
             response_for_key=response_for,
         )

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from idemcore.config import TrialConfig
+from idemcore.provenance import PROVENANCE_FIELDS, Provenance
 from service.store.models import FINAL_METRIC_COLUMNS, Sweep, Trial
 from service.store.records import SweepRecord, TrialRecord
 from service.store.status import TRIAL_FINAL, SweepStatus, TrialStatus
@@ -107,8 +108,17 @@ def trial_record(t: Trial) -> TrialRecord:
         node_ip=t.node_ip,
         started_at=t.started_at,
         finished_at=t.finished_at,
+        provenance=provenance_of(t),
     )
 
 
-# Final metrics a reused trial takes over from the trial it reuses.
-RESULT_COLUMNS: tuple[str, ...] = (*FINAL_METRIC_COLUMNS, "result")
+def provenance_of(t: Trial) -> Provenance | None:
+    """The trial's Provenance from its columns; None before a worker recorded one."""
+    if t.code_fingerprint is None:
+        return None
+    return Provenance(**{name: getattr(t, name) for name in PROVENANCE_FIELDS})
+
+
+# What a reused trial takes over from the trial it reuses: the final metrics and the
+# provenance of the computation that produced them.
+RESULT_COLUMNS: tuple[str, ...] = (*FINAL_METRIC_COLUMNS, "result", *PROVENANCE_FIELDS)

@@ -162,6 +162,19 @@ class Trial(Base):
     node_ip: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Provenance (idemcore.provenance.Provenance, one column per field; a test holds the
+    # two equal): what computed the result. Null until the trial finishes; a reused
+    # trial carries its source's.
+    code_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    idemsweep_version: Mapped[str | None] = mapped_column(String(64))
+    torch_version: Mapped[str | None] = mapped_column(String(64))
+    python_version: Mapped[str | None] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(200))
+    tf32: Mapped[bool | None] = mapped_column(Boolean)
+    host: Mapped[str | None] = mapped_column(String(255))
+    ray_node_id: Mapped[str | None] = mapped_column(String(64))
+    packed: Mapped[bool | None] = mapped_column(Boolean)
+    pack_id: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_trial_sweep_status", "sweep_id", "status"),

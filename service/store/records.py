@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from idemcore.config import TrialConfig
+from idemcore.provenance import Provenance
 from service.store.status import SweepStatus, TrialStatus
 
 
@@ -79,6 +80,7 @@ class TrialRecord:
     node_ip: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    provenance: Provenance | None = None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ def create_sweep(
     spec: dict[str, Any],
     priority: int = 0,
     trials: Sequence[TrialConfig],
+    reuse: bool = True,
     idempotency_key: str | None = None,
     response_for_key: Callable[[SweepCreated], dict[str, Any]] | None = None,
 ) -> SweepCreated:
@@ -50,6 +51,7 @@ def create_sweep(
     A trial whose ``config_hash`` already succeeded anywhere in the store is created
     succeeded, with the metrics copied and ``reused_from`` pointing at the trial that
     holds the epoch rows; if every trial is reused the sweep is created succeeded.
+    ``reuse=False`` (a spec's ``reuse: false``) skips the lookup: every trial runs anew.
     With ``idempotency_key``, the key is stored in the same transaction with
     ``response_for_key(created)`` as its response; a key already stored raises
     DuplicateIdempotencyKey (look it up first with :func:`lookup_idempotency_key`).
@@ -77,7 +79,7 @@ def create_sweep(
     session.flush()
 
     rows = [trial_row(sweep.id, config) for config in trials]
-    reusable = _reusable(session, [r["config_hash"] for r in rows])
+    reusable = _reusable(session, [r["config_hash"] for r in rows]) if reuse else {}
     reused = 0
     for row in rows:
         source = reusable.get(row["config_hash"])

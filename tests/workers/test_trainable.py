@@ -83,3 +83,33 @@ def test_cpu_trial_uses_one_thread() -> None:
 def test_gpu_request_without_cuda_fails_fast_with_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="CUDA not available"):
         choose_device(1)
+
+
+def test_final_state_carries_the_provenance_and_tf32_is_applied_first() -> None:
+    from idemcore.provenance import apply_numerics, code_fingerprint
+
+    reports: list[dict[str, Any]] = []
+    try:
+        run_group(
+            [(3, make_config(tf32=True, epochs=2))],
+            device=torch.device("cpu"),
+            report_every=5,
+            report=reports.append,
+            ray_node_id="node-x",
+        )
+    finally:
+        apply_numerics(False)
+    prov = reports[-1]["final"][0]["provenance"]
+    assert prov["code_fingerprint"] == code_fingerprint() and prov["tf32"] is True
+    assert prov["ray_node_id"] == "node-x" and prov["device"].startswith("cpu: ")
+    assert (prov["packed"], prov["pack_id"]) == (False, None)
+
+    pair = [(5, make_config(seed=0, epochs=2)), (6, make_config(seed=1, epochs=2))]
+    reports.clear()
+    run_group(pair, device=torch.device("cpu"), report_every=5, report=reports.append)
+    finals = reports[-1]["final"]
+    packed = not isinstance(make_group_run([c for _, c in pair], torch.device("cpu")), OneByOne)
+    for final in finals:
+        assert final["provenance"]["tf32"] is False
+        assert final["provenance"]["packed"] is packed
+        assert final["provenance"]["pack_id"] == (5 if packed else None)
