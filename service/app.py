@@ -35,7 +35,7 @@ from service.exceptions import (
     Unauthorized,
 )
 from service.report.cache import ReportCache
-from service.routes import health, plots, report, results, sweeps, trials
+from service.routes import calibrate, health, plots, report, results, sweeps, trials
 from service.settings import Settings, get_settings
 from service.store.engine import make_engine, require_current_schema
 
@@ -220,6 +220,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_exception_handlers(app)
-    for module in (health, sweeps, trials, results, plots, report):
+    for module in (health, sweeps, trials, results, plots, report, calibrate):
         app.include_router(module.router)
     return app

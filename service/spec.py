@@ -71,13 +71,13 @@ LearningRateGrid = Annotated[
 ]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     """Unknown keys are refused, so a typo in a spec never passes silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Layer(_Strict):
+class Layer(StrictModel):
     """One layer of a custom architecture: ``Linear(in_features, out_features, bias)``."""
 
     in_features: PositiveInt = Field(description="input width")
@@ -86,7 +86,7 @@ class Layer(_Strict):
     activation: Annotated[Literal["none", "tanh"], Field(description="after the layer")] = "none"
 
 
-class Batch(_Strict):
+class Batch(StrictModel):
     """One batch configuration: ``samples`` per epoch, split into batches of ``batch_size``."""
 
     samples: PositiveInt = Field(description="training samples per epoch (m)")
@@ -99,7 +99,7 @@ class Batch(_Strict):
         return self
 
 
-class Init(_Strict):
+class Init(StrictModel):
     """An initialization scheme with its parameters (``std`` is used by ``normal``)."""
 
     scheme: InitName = Field(description="init scheme")
@@ -107,13 +107,13 @@ class Init(_Strict):
     gain: Annotated[PositiveFinite, Field(description="factor applied to the weights")] = 1.0
 
 
-class DataFile(_Strict):
+class DataFile(StrictModel):
     """A data file (``.npz``, ``.npy`` or IDX) named relative to the data directory."""
 
     file: str = Field(min_length=1, max_length=500, description="path under IDEM_DATA_DIR")
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     """Ray resources per trial; fractional GPUs (``0.25``) let trials share a GPU."""
 
     cpu: Annotated[PositiveFinite, Field(description="CPUs per trial")] = 1.0
@@ -130,7 +130,7 @@ class Resources(_Strict):
         return value
 
 
-def _no_duplicates(values: Sequence[Any]) -> None:
+def no_duplicates(values: Sequence[Any]) -> None:
     seen: list[Any] = []
     for i, value in enumerate(values):
         if value in seen:
@@ -146,7 +146,7 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictModel):
     """A grid of runs: architecture × algorithm × learning rate × batch × init × seed."""
 
     name: str = Field(min_length=1, max_length=200, description="a label for the sweep")
@@ -238,7 +238,7 @@ class SweepSpec(_Strict):
     @classmethod
     def _unique(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
         keys = [_init_key(v) for v in values] if info.field_name == "inits" else values
-        _no_duplicates(keys)
+        no_duplicates(keys)
         return values
 
     @field_validator("learning_rates")
@@ -247,11 +247,11 @@ class SweepSpec(_Strict):
         cls, value: list[float] | dict[str, list[float]], info: ValidationInfo
     ) -> list[float] | dict[str, list[float]]:
         if isinstance(value, list):
-            _no_duplicates(value)
+            no_duplicates(value)
             return value
         for algorithm, rates in value.items():
             try:
-                _no_duplicates(rates)
+                no_duplicates(rates)
             except ValueError as exc:
                 raise ValueError(f"{algorithm}: {exc}") from None
         algorithms = info.data.get("algorithms")
@@ -273,7 +273,7 @@ class SweepSpec(_Strict):
         if isinstance(value, list):
             if not value:
                 raise ValueError("data must not be empty")
-            _no_duplicates(value)
+            no_duplicates(value)
             if sum(isinstance(v, DataFile) for v in value) > 1:
                 raise ValueError(
                     "at most one data file per sweep (trials record a file as data 'file')"
@@ -294,7 +294,7 @@ class SweepSpec(_Strict):
         if isinstance(value, list):
             if not value:
                 raise ValueError("seeds must not be empty")
-            _no_duplicates(value)
+            no_duplicates(value)
         return value
 
     def seed_list(self) -> list[int]:
@@ -431,7 +431,7 @@ def _source_label(source: str | DataFile) -> str:
     return repr(source.file) if isinstance(source, DataFile) else repr(source)
 
 
-def _architecture_value(value: str | list[Layer]) -> Any:
+def architecture_value(value: str | list[Layer]) -> Any:
     if isinstance(value, str):
         return value
     from idemcore.config import LayerSpec
@@ -457,13 +457,13 @@ def expand_grid(
             _loc("epochs"), f"{spec.epochs} epochs", settings.max_epochs, "max_epochs"
         )
 
-    archs = [_architecture_value(a) for a in spec.architectures]
+    archs = [architecture_value(a) for a in spec.architectures]
     dims: list[int] = []
     for i, arch in enumerate(archs):
         try:
             check_architecture(arch, "ordinary")
         except ConfigError as exc:
-            raise SpecFieldError(_loc("architectures", i), _strip_field(str(exc))) from None
+            raise SpecFieldError(_loc("architectures", i), strip_field(str(exc))) from None
         dims.append(input_dim(arch))
 
     max_dim = max(dims)
@@ -569,7 +569,7 @@ def _arch_label(value: str | list[Layer], arch: Any) -> str:
     return "custom:" + "-".join(str(s) for s in sizes)
 
 
-def _strip_field(message: str) -> str:
+def strip_field(message: str) -> str:
     """idemcore messages start with ``field: ``; the loc already names the field."""
     head, sep, rest = message.partition(": ")
     return rest if sep and head.isidentifier() else message
