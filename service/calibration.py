@@ -38,6 +38,9 @@ MAX_STEPS = 96  # updates measured: algorithms × learning rates × seeds (× 2 
 MAX_SEEDS = 10
 MAX_LEARNING_RATES = 16
 MAX_PARAMETERS = 20_000_000  # B3 has 8.4 million
+# steps × parameters × batch_size: B3 with 2 algorithms × 3 rates × 3 seeds, suggest, batch
+# 100 is 3e10 (about 40 s on a loaded 2-core CPU).
+MAX_WORK = 100_000_000_000
 DEFAULT_BATCH_SIZE = 100
 
 
@@ -213,6 +216,15 @@ def check_limits(request: CalibrateRequest, settings: Settings) -> None:
             f"batch_size × dimension = {request.batch_size} × {dim}",
             settings.max_samples_x_dim,
             "max_samples_x_dim",
+        )
+    work = request.steps() * params * request.batch_size
+    if work > MAX_WORK:
+        raise SpecLimitError(
+            _loc("batch_size"),
+            f"steps × parameters × batch_size = {request.steps()} × {params} × "
+            f"{request.batch_size} = {work}",
+            MAX_WORK,
+            "calibration work",
         )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.calibration import MAX_LEARNING_RATES, MAX_SEEDS, MAX_STEPS
+from service.calibration import MAX_LEARNING_RATES, MAX_SEEDS, MAX_STEPS, MAX_WORK
 
 BODY: dict[str, Any] = {
     "architecture": "B2",
@@ -76,19 +76,26 @@ INVALID: list[tuple[str, dict[str, Any], list[Any], str | None]] = [
     ),
     (
         "batch × dimension",
-        {"batch_size": 2_000},
+        {"batch_size": 600_000},
         ["body", "batch_size"],
         "max_samples_x_dim",
     ),
     ("unknown field", {"lr": [0.1]}, ["body", "lr"], None),
+    (
+        "too much work",
+        {"architecture": "B3", "batch_size": 10_000, "seeds": 1},
+        ["body", "batch_size"],
+        "calibration work",
+    ),
 ]
 
 
 def test_every_invalid_request_is_a_422_naming_the_field(
     make_client: Callable[..., TestClient],
 ) -> None:
-    client = make_client(max_samples_x_dim=100_000)
+    client = make_client(max_samples_x_dim=50_000_000)
     assert MAX_STEPS < 2 * 16 * 4  # the "too many steps" case exceeds the bound
+    assert MAX_WORK < 6 * 8_400_000 * 10_000  # and B3 x 6 steps x batch 10,000 this one
     for case, change, loc, setting in INVALID:
         r = client.post("/calibrate", json={**BODY, **change})
         assert r.status_code == 422, (case, r.text)

@@ -36,7 +36,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-HEAVY = r"/plots/|/report$"  # matplotlib renders: each real hit costs ~0.1-1 s
+HEAVY = r"/plots/|/report$|/calibrate$"  # matplotlib renders, training steps: ~0.1-1 s a hit
 MIN_CASES = 1000
 
 
