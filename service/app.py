@@ -197,6 +197,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.report_cache.close()
         if own_engine:
             engine.dispose()
 

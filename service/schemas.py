@@ -419,6 +419,16 @@ class ClaimsPublic(BaseModel):
     count: int
 
 
+class ReportBuilding(BaseModel):
+    """``GET /sweeps/{id}/report`` while the page is built in the background (202)."""
+
+    sweep_id: int
+    status: Literal["building"] = "building"
+    trials: int = Field(description="runs in the sweep")
+    elapsed_s: float = Field(ge=0, description="seconds since the build started")
+    retry_after_s: int = Field(ge=1, description="ask again after this many seconds")
+
+
 class HealthPublic(BaseModel):
     """``GET /health``."""
 

@@ -8,6 +8,8 @@ Reads the store directly (``IDEM_DATABASE_URL`` or the SQLite file under
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from typing import Any
 
 from idemsweep.errors import CliError, cli_settings
@@ -27,10 +29,16 @@ def run(args: argparse.Namespace) -> int:
 
     settings = cli_settings()
     engine = make_engine(settings.db_url)
+    started = time.perf_counter()
     try:
         require_current_schema(engine)
         with session_scope(engine, readonly=True) as session:
             data = load_report_data(session, args.sweep_id)
+        print(
+            f"building the report of sweep {args.sweep_id} ({len(data.trials):,} runs) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         report = build_report(data)
     except IdemError as exc:
         raise CliError(exc.message) from None
@@ -44,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
     print("  null-maps = holds, but mostly through runs that collapsed to the null map")
     for line in verdict_lines(report.settings):
         print("  " + line)
-    print(f"report: {page} ({len(report.figures)} figures beside it)")
+    took = time.perf_counter() - started
+    print(f"report: {page} ({len(report.figures)} figures beside it, built in {took:.1f} s)")
     return 0

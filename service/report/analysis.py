@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import median
 
 from service.report.claims import (
@@ -106,13 +106,20 @@ class SettingAnalysis:
     kinds_by_algorithm: dict[str, KindCounts]
     steps: dict[tuple[str, float], float | None]
     comparisons: tuple[Comparison, ...]
+    _by_run: dict[tuple[str, float | None], list[TrialRecord]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # Indexed once: runs() is asked per (algorithm, lr) many times per setting, and
+        # a scan of the setting's trials each time is quadratic at 100,000 trials.
+        for t in self.trials:
+            self._by_run.setdefault((t.algorithm, t.learning_rate), []).append(t)
+            self._by_run.setdefault((t.algorithm, None), []).append(t)
 
     def runs(self, algorithm: str, lr: float | None = None) -> list[TrialRecord]:
-        return [
-            t
-            for t in self.trials
-            if t.algorithm == algorithm and (lr is None or t.learning_rate == lr)
-        ]
+        """The setting's runs of ``algorithm`` (at ``lr``, or at every learning rate)."""
+        return list(self._by_run.get((algorithm, lr), ()))
 
 
 def first_step(data: ReportData, trial: TrialRecord) -> float | None:
@@ -182,24 +189,14 @@ def analyse_setting(
     """Kinds, step sizes and comparisons for the runs of one setting."""
     algorithms = tuple(sorted({t.algorithm for t in trials}, key=_algorithm_order))
     lrs = tuple(sorted({t.learning_rate for t in trials}))
+    index = SettingAnalysis(setting, tuple(trials), algorithms, lrs, {}, {}, {}, ())
     kinds = {
-        (alg, lr): count_kinds(
-            [t for t in trials if t.algorithm == alg and t.learning_rate == lr], data.threshold
-        )
+        (alg, lr): count_kinds(index.runs(alg, lr), data.threshold)
         for alg in algorithms
         for lr in lrs
     }
-    by_alg = {
-        alg: count_kinds([t for t in trials if t.algorithm == alg], data.threshold)
-        for alg in algorithms
-    }
-    steps = {
-        (alg, lr): _median_step(
-            data, [t for t in trials if t.algorithm == alg and t.learning_rate == lr]
-        )
-        for alg in algorithms
-        for lr in lrs
-    }
+    by_alg = {alg: count_kinds(index.runs(alg), data.threshold) for alg in algorithms}
+    steps = {(alg, lr): _median_step(data, index.runs(alg, lr)) for alg in algorithms for lr in lrs}
     partial = SettingAnalysis(setting, tuple(trials), algorithms, lrs, kinds, by_alg, steps, ())
     comparisons = tuple(
         compare(data, a, b, partial) for a, b in COMPARISONS if a in algorithms and b in algorithms

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ MARKERS = {
 DPI = 90
 CURVE_FLOOR = 1e-16  # below float32 round-off of an O(1) error
 CURVE_CEILING = 1e4
+CELL_POINTS = 200  # runs drawn as points per (algorithm, lr) in a strip; more get a box
 
 
 def color(algorithm: str) -> str:
@@ -140,9 +142,17 @@ def strip_figure(
             log = False
         width = 0.8 / max(1, len(sa.algorithms))
         points: dict[tuple[str, Kind], tuple[list[float], list[float]]] = {}
+        drawn = total = 0
         for i, alg in enumerate(sa.algorithms):
             for j, lr in enumerate(sa.learning_rates):
-                runs = sorted(sa.runs(alg, lr), key=lambda t: t.seed)
+                everyone = sa.runs(alg, lr)
+                runs = sorted(sample_runs(everyone), key=lambda t: t.seed)
+                drawn, total = drawn + len(runs), total + len(everyone)
+                if len(runs) < len(everyone):  # a box of every run under the sampled points
+                    values = [v for t in everyone if (v := value(t)) is not None]
+                    values = [v for v in values if math.isfinite(v) and (v > 0 or not log)]
+                    if values:
+                        _box(ax, j - 0.4 + width * (i + 0.5), width * 0.8, values, color(alg))
                 for k, trial in enumerate(runs):
                     v = value(trial)
                     x = j - 0.4 + width * (i + 0.5) + (k - len(runs) / 2) * width / (len(runs) + 2)
@@ -163,10 +173,35 @@ def strip_figure(
         ax.set_xticks(range(len(sa.learning_rates)), [f"{lr:g}" for lr in sa.learning_rates])
         ax.set_xlabel("learning rate")
         ax.set_ylabel(ylabel)
-        ax.set_title(_short_title(sa), fontsize=9)
+        shown = "" if drawn == total else f"\n{drawn:,} of {total:,} runs drawn; boxes: all"
+        ax.set_title(_short_title(sa) + shown, fontsize=9)
     _legend(fig, settings)
     fig.suptitle(title)
     return png(fig)
+
+
+def sample_runs(runs: Sequence[TrialRecord], limit: int = CELL_POINTS) -> list[TrialRecord]:
+    """At most ``limit`` of ``runs``, a seeded random choice (the same runs on every
+    build), so a strip with thousands of runs per group stays readable."""
+    if len(runs) <= limit:
+        return list(runs)
+    return random.Random(len(runs)).sample(list(runs), limit)
+
+
+def _box(ax: Any, x: float, width: float, values: list[float], colour: str) -> None:
+    """A box (quartiles, whiskers at 1.5 IQR, no outlier marks) of every run's value."""
+    ax.boxplot(
+        [values],
+        positions=[x],
+        widths=[width],
+        showfliers=False,
+        patch_artist=True,
+        boxprops={"facecolor": colour, "alpha": 0.25, "edgecolor": colour},
+        medianprops={"color": colour},
+        whiskerprops={"color": colour},
+        capprops={"color": colour},
+        manage_ticks=False,
+    )
 
 
 def _legend(fig: Any, settings: Sequence[SettingAnalysis]) -> None:

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from service.store import queries
 from service.store.records import EpochRow, SweepRecord, TrialRecord
 
-PAGE = 500  # trials per list_trials call
 MAX_CURVE_POINTS = 200  # epochs read per trial curve (every k-th epoch, plus the last)
+CURVE_ROW_BUDGET = 1_000_000  # epoch rows read for a whole report (bounds its memory)
 
 
 @dataclass(frozen=True)
@@ -40,24 +40,24 @@ def curve_stride(epochs: int, max_points: int = MAX_CURVE_POINTS) -> int:
     return max(1, -(-epochs // max_points))
 
 
+def curve_points(trials: int) -> int:
+    """Points per curve so that all curves together stay within ``CURVE_ROW_BUDGET``
+    rows (200 for up to 5,000 trials, 10 for 100,000; never fewer than 2)."""
+    return max(2, min(MAX_CURVE_POINTS, CURVE_ROW_BUDGET // max(1, trials)))
+
+
 def load_report_data(session: Session, sweep_id: int) -> ReportData:
     """Read sweep ``sweep_id`` with every trial and its (strided) epoch curve.
 
-    Raises ``service.exceptions.NotFound`` for an unknown sweep.
+    Three set-based queries whatever the sweep's size (the sweep, its trials, the epoch
+    rows of all of them), never one per trial. Raises ``service.exceptions.NotFound``
+    for an unknown sweep.
     """
     sweep = queries.get_sweep(session, sweep_id)
-    trials: list[TrialRecord] = []
-    while True:
-        page, total = queries.list_trials(session, sweep_id, offset=len(trials), limit=PAGE)
-        trials.extend(page)
-        if not page or len(trials) >= total:
-            break
-    stride = curve_stride(int(sweep.spec.get("epochs", 1)))
-    epochs: dict[int, tuple[EpochRow, ...]] = {}
-    for trial in trials:
-        if trial.status in ("pending", "cancelled"):
-            continue
-        epochs[trial.id] = tuple(queries.trial_epochs(session, trial.id, stride=stride))
+    trials = queries.sweep_trials(session, sweep_id)
+    stride = curve_stride(int(sweep.spec.get("epochs", 1)), curve_points(len(trials)))
+    rows = queries.sweep_epochs(session, sweep_id, stride=stride)
+    epochs = {tid: tuple(r) for tid, r in rows.items()}
     return ReportData(sweep=sweep, trials=tuple(trials), epochs=MappingProxyType(epochs))
 
 

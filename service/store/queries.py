@@ -52,6 +52,13 @@ COMPARE_GROUP: tuple[str, ...] = (
     "data",
     "optimizer",
 )
+# Trials that may have epoch rows (a pending trial has none; a cancelled one is not shown).
+CURVE_STATUSES: tuple[TrialStatus, ...] = (
+    TrialStatus.running,
+    TrialStatus.succeeded,
+    TrialStatus.diverged,
+    TrialStatus.failed,
+)
 
 
 def _check_fields(by: Sequence[str]) -> list[str]:
@@ -148,6 +155,50 @@ def list_trials(
         select(Trial).where(*conditions).order_by(Trial.id).offset(offset).limit(limit)
     )
     return [trial_record(t) for t in rows], total
+
+
+def sweep_trials(session: Session, sweep_id: int) -> list[TrialRecord]:
+    """Every trial of a sweep in id order: one query, whatever the sweep's size."""
+    _require_sweep(session, sweep_id)
+    rows = session.scalars(select(Trial).where(Trial.sweep_id == sweep_id).order_by(Trial.id))
+    return [trial_record(t) for t in rows]
+
+
+def sweep_epochs(
+    session: Session,
+    sweep_id: int,
+    *,
+    stride: int = 1,
+    statuses: Sequence[TrialStatus | str] = CURVE_STATUSES,
+) -> dict[int, list[EpochRow]]:
+    """The epoch curves of a whole sweep in ONE query: trial id -> its rows by epoch.
+
+    Every ``stride``-th epoch from 1 is read, plus each trial's last epoch
+    (``epochs_run``); only trials in ``statuses`` count. A reused trial's curve is read
+    through ``reused_from`` and filed under the reusing trial's id.
+    """
+    if stride < 1:
+        raise InvalidQuery("stride must be a positive integer")
+    _require_sweep(session, sweep_id)
+    source = func.coalesce(Trial.reused_from, Trial.id)
+    query = (
+        select(Trial.id, EpochMetric.epoch, *[getattr(EpochMetric, c) for c in EPOCH_COLUMNS])
+        .select_from(Trial)
+        .join(EpochMetric, EpochMetric.trial_id == source)
+        .where(
+            Trial.sweep_id == sweep_id,
+            Trial.status.in_([TrialStatus(s) for s in statuses]),
+        )
+    )
+    if stride > 1:
+        query = query.where(
+            or_((EpochMetric.epoch - 1) % stride == 0, EpochMetric.epoch == Trial.epochs_run)
+        )
+    out: dict[int, list[EpochRow]] = {}
+    for r in session.execute(query.order_by(Trial.id, EpochMetric.epoch)):
+        values = dict(zip(EPOCH_COLUMNS, r[2:], strict=True))
+        out.setdefault(r[0], []).append(EpochRow(epoch=r[1], **values))
+    return out
 
 
 def get_trial(session: Session, trial_id: int) -> TrialRecord:

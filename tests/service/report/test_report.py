@@ -10,6 +10,7 @@ import struct
 from html import escape
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import pytest
 
@@ -248,3 +249,56 @@ def test_fixed_data_shows_train_vs_held_out(stored: StoredSweeps) -> None:
     html = build_report(data).html
     assert "Training-set vs held-out idempotent error" in html
     assert all(t.train_idempotent_error is not None for t in data.trials)
+
+
+def test_report_data_is_read_in_a_few_queries_whatever_the_size(stored: StoredSweeps) -> None:
+    """Set-based loading: the sweep, its trials and every curve in a handful of SQL
+    statements, not one per trial (the paper sweep has 48 trials)."""
+    from sqlalchemy import event
+
+    from service.report import load_report_data
+    from service.store.engine import session_scope
+
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(stored.engine, "before_cursor_execute", count)
+    try:
+        with session_scope(stored.engine, readonly=True) as session:
+            data = load_report_data(session, stored.paper)
+    finally:
+        event.remove(stored.engine, "before_cursor_execute", count)
+    assert len(data.trials) == 48 and len(data.epochs) == 48
+    for trial in data.trials:
+        rows = data.epochs[trial.id]
+        assert [r.epoch for r in rows] == list(range(1, (trial.epochs_run or 0) + 1))
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) <= 6, selects
+
+
+def test_strips_of_thousands_of_runs_draw_a_bounded_seeded_sample(paper: ReportData) -> None:
+    """2,400 runs in one setting (100 copies of each stored full-batch default-init run):
+    each (algorithm, lr) group of a strip draws at most CELL_POINTS points, the same ones
+    on every build, over a box of all of them."""
+    from dataclasses import replace
+
+    from service.report.analysis import setting_of
+    from service.report.figures import CELL_POINTS, error_strip, sample_runs
+
+    one = setting_of(paper.trials[0])
+    many = tuple(
+        replace(t, id=t.id * 1000 + i, seed=t.seed * 1000 + i)
+        for t in paper.trials
+        if setting_of(t) == one
+        for i in range(100)
+    )
+    algorithms = tuple(sorted({t.algorithm for t in many}))
+    lrs = tuple(sorted({t.learning_rate for t in many}))
+    big = SettingAnalysis(one, many, algorithms, lrs, {}, {}, {}, ())
+    runs = big.runs(algorithms[0], lrs[0])
+    assert len(runs) == 300 > CELL_POINTS
+    drawn = sample_runs(runs)
+    assert len(drawn) == CELL_POINTS and drawn == sample_runs(runs)
+    assert error_strip([big], paper.threshold).startswith(b"\x89PNG")

@@ -1,7 +1,11 @@
-"""GET /sweeps/{id}/report builds a finished sweep's page once and serves it from memory."""
+"""GET /sweeps/{id}/report builds a finished sweep's page once and serves it from memory;
+a large sweep's page is built in the background (202 + Retry-After meanwhile)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import service.routes.report as report_route
-from service.report.cache import ReportCache, cache_key
+from service.report.cache import ReportCache, cache_key, is_final
 from service.settings import Settings
 from service.store.records import SweepRecord
 from service.store.status import SweepStatus
@@ -90,13 +94,12 @@ def _sweep(sweep_id: int, status: SweepStatus, finished: datetime | None) -> Swe
 
 def test_cache_keys_and_eviction() -> None:
     done = datetime(2026, 1, 2, tzinfo=UTC)
-    assert cache_key(_sweep(1, SweepStatus.running, None)) is None
-    assert cache_key(_sweep(1, SweepStatus.queued, None)) is None
     key = cache_key(_sweep(1, SweepStatus.succeeded, done))
-    assert key == (1, "succeeded", done)
+    assert key == (1, "succeeded", done, ()) and is_final(key)
+    assert not is_final(cache_key(_sweep(1, SweepStatus.running, None)))
     assert cache_key(_sweep(1, SweepStatus.cancelled, done)) != key
     cache = ReportCache(max_pages=2)
-    keys = [(i, "succeeded", done) for i in range(3)]
+    keys = [(i, "succeeded", done, ()) for i in range(3)]
     cache.put(keys[0], "a")
     cache.put(keys[1], "b")
     assert cache.get(keys[0]) == "a"  # now the most recently used
@@ -104,3 +107,51 @@ def test_cache_keys_and_eviction() -> None:
     assert len(cache) == 2
     assert cache.get(keys[1]) is None
     assert (cache.get(keys[0]), cache.get(keys[2])) == ("a", "c")
+    assert cache.latest(2) == (keys[2], "c") and cache.latest(1) is None
+    cache.close()
+
+
+@pytest.fixture
+def gated_builds(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Background builds wait for the returned event before they build the real page,
+    so a test can look at the API while a build is in flight."""
+    gate = threading.Event()
+    real = report_route.build_page
+
+    def gated(engine: Any, sweep_id: int) -> str:
+        assert gate.wait(60), "the test never opened the gate"
+        return real(engine, sweep_id)
+
+    monkeypatch.setattr(report_route, "build_page", gated)
+    yield gate
+    gate.set()
+
+
+def test_large_sweep_is_built_in_the_background_while_the_api_answers(
+    stored: StoredSweeps, tmp_path: Path, gated_builds: threading.Event
+) -> None:
+    """Over ``inline_trials`` runs: 202 + Retry-After at once, one build however often
+    the page is asked for, other requests answered meanwhile, then the page (cached)."""
+    with make_client(stored.url, tmp_path) as client:
+        cache: ReportCache = client.app.state.report_cache  # type: ignore[attr-defined]
+        cache.inline_trials = 10  # the stored sweeps have 48 and 12 runs
+        url = f"/sweeps/{stored.paper}/report"
+        first = client.get(url)
+        assert first.status_code == 202, first.text
+        assert int(first.headers["retry-after"]) >= 1
+        body = first.json()
+        assert body["status"] == "building" and body["sweep_id"] == stored.paper
+        again = client.get(url)
+        assert again.status_code == 202
+        assert cache.building(stored.paper) is not None  # still in flight (gated)
+        # The API answers other requests while the page is being built.
+        assert client.get("/health").status_code == 200
+        assert client.get(f"/sweeps/{stored.paper}").json()["id"] == stored.paper
+        assert client.get(f"/sweeps/{stored.paper}/trials?limit=5").status_code == 200
+        gated_builds.set()
+        deadline = time.monotonic() + 120
+        while (page := client.get(url)).status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert page.status_code == 200 and page.headers["x-idem-report"] == "cached"
+        assert "report-paper" in page.text
+        assert [k[0] for k in cache.built] == [stored.paper]  # built once
