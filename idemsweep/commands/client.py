@@ -8,6 +8,7 @@ line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -179,12 +180,21 @@ COMPARE_STATS = [
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Rows as an aligned text table with a header line."""
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
+    """Rows as a text table (rich): a header, a rule, numbers right-aligned; never
+    wrapped or cut, whatever the terminal's width (wide tables scroll)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for column in columns:
+        numeric = any(isinstance(row.get(column), int | float) for row in rows)
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    out = io.StringIO()
+    Console(file=out, width=100_000, color_system=None, highlight=False).print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines() if line.strip())
 
 
 def _print_json(data: Any) -> None:

@@ -167,3 +167,23 @@ def test_unreachable_server_is_one_line_exit_2(tmp_path: Path) -> None:
     r = idem("status", "1", env=env_for(tmp_path, f"http://127.0.0.1:{free_port()}"))
     assert r.returncode == 2
     assert "cannot reach" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_tables_align_numbers_right_and_never_wrap() -> None:
+    """The CLI's tables (rich): a header, a rule, numbers right-aligned, missing values as
+    "-", and a row wider than any terminal kept on one line."""
+    from idemsweep.commands.client import format_table
+
+    long_name = "x" * 300
+    rows = [
+        {"id": 7, "name": "paper", "n": 120, "median": 1.2345678e-5},
+        {"id": 12, "name": long_name, "n": 4, "median": None},
+    ]
+    lines = format_table(rows, ["id", "name", "n", "median"]).splitlines()
+    assert len(lines) == 4  # header, rule, one line per row
+    assert lines[0].split() == ["id", "name", "n", "median"]
+    assert set(lines[1]) == {"─"}
+    assert lines[2].split() == ["7", "paper", "120", "1.235e-05"]
+    assert lines[3].split() == ["12", long_name, "4", "-"]
+    assert lines[2].index("7") == lines[3].index("12") + 1  # right-aligned ids
+    assert lines[2].index("120") + 3 == lines[3].index("4") + 1  # right-aligned counts
