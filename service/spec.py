@@ -89,8 +89,8 @@ class Layer(StrictModel):
 class Batch(StrictModel):
     """One batch configuration: ``samples`` per epoch, split into batches of ``batch_size``."""
 
-    samples: PositiveInt = Field(description="training samples per epoch (m)")
-    batch_size: PositiveInt = Field(description="samples per weight update")
+    samples: PositiveInt = Field(description="training samples per epoch (the note's n)")
+    batch_size: PositiveInt = Field(description="samples per weight update (the note's m)")
 
     @model_validator(mode="after")
     def _batch_fits(self) -> Batch:
