@@ -7,6 +7,8 @@ a fraction of a float32 matmul peak measured in this same run (the best of sever
 square products, re-measured before every architecture, so load from other processes
 lowers both alike).
 
+The step is the training loop's own (a pack of one: idemcore.packed_engine's
+hand-written backward); bench/one_loop.py compares it with the plain torch loop.
 FLOPs count the matrix products only (2·rows·in·out per layer pass). With F one forward
 pass of n and f1 its first layer: ordinary = 6F - f1 (two forwards, two backwards of
 weights and inputs, no input gradient at x); modified = 5F - f1 (three forwards, one
@@ -25,10 +27,18 @@ from collections.abc import Callable
 
 import torch
 
-from idemcore.algorithms import Modified, Ordinary
+from idemcore.algorithms import get_algorithm
+from idemcore.architectures import is_activation_free, resolve_layers
 from idemcore.data import STREAM_TRAIN, generator
-from idemcore.metrics import EpochMetrics
-from idemcore.nets import build_net, is_activation_free, resolve_layers
+from idemcore.metrics import EXACT_JACOBIAN_MAX_DIM, IMAGE_DIM_POINTS, hutchinson_probes
+from idemcore.nets import build_net
+from idemcore.packed_engine import (
+    StackedNet,
+    gradients,
+    idempotent_error,
+    identity_image,
+    image_dim,
+)
 
 ARCHS = ("N3", "B2", "N4", "B4", "B3")
 PEAK_GOAL_ARCHS = ("N4", "B4", "B3")
@@ -62,23 +72,45 @@ def matmul_flops(arch: str, rows: int) -> tuple[int, int]:
 
 
 def bench_arch(arch: str, m: int, reps: int) -> dict[str, float]:
-    """Best seconds per epoch of each algorithm (interleaved), plus the metrics' cost."""
-    dim = resolve_layers(arch)[0].in_features
-    x = torch.randn(m, dim, generator=generator(0, STREAM_TRAIN))
+    """Best seconds per epoch of each algorithm (interleaved), plus the metrics' cost:
+    the training loop's own step (a pack of one) and its per-epoch metrics."""
+    layers = resolve_layers(arch)
+    dim = layers[0].in_features
+    x = torch.randn(m, dim, generator=generator(0, STREAM_TRAIN)).T.unsqueeze(0)  # (1, d, m)
     lr = 1e-6  # small: the weights barely move, so every repetition costs the same
-    nets = {"modified": build_net(arch, seed=0), "ordinary": build_net(arch, seed=0)}
-    algos = {"modified": Modified(), "ordinary": Ordinary()}
-    best = {name: float("inf") for name in algos}
-    for name in algos:  # warm-up (allocator, thread pool)
-        algos[name].step(nets[name], x, lr)
+    nets = {
+        name: StackedNet.from_nets([build_net(arch, seed=0)], layers)
+        for name in ("modified", "ordinary")
+    }
+
+    def step(name: str) -> None:
+        with torch.no_grad():
+            _, grads = gradients(nets[name], get_algorithm(name), x)
+            for p, g in zip(nets[name].params(), grads, strict=True):
+                if g is not None:
+                    p.sub_(g, alpha=lr)
+
+    best = {name: float("inf") for name in nets}
+    for name in nets:  # warm-up (allocator, thread pool)
+        step(name)
     for _ in range(reps):
-        for name in algos:
+        for name in nets:
             t0 = time.perf_counter()
-            algos[name].step(nets[name], x, lr)
+            step(name)
             best[name] = min(best[name], time.perf_counter() - t0)
-    x_eval = torch.randn(1000, dim, generator=generator(0, 2))
-    metrics = EpochMetrics(x_eval, None, 0, activation_free=is_activation_free(arch))
-    best["metrics"] = best_time(lambda: metrics.measure(nets["modified"]), max(1, reps // 2))
+    x_eval = torch.randn(1000, dim, generator=generator(0, 2)).T.unsqueeze(0).contiguous()
+    free = is_activation_free(arch)
+    probes = None
+    if not free and dim > EXACT_JACOBIAN_MAX_DIM:
+        probes = hutchinson_probes(0, IMAGE_DIM_POINTS, dim, torch.float32).unsqueeze(0)
+    net = nets["modified"]
+
+    def metrics() -> None:
+        identity_image(net, dim)
+        idempotent_error(net, x_eval)
+        image_dim(net, x_eval, probes, free)
+
+    best["metrics"] = best_time(metrics, max(1, reps // 2))
     return best
 
 

@@ -358,7 +358,7 @@ def main() -> None:
         type=int,
         default=None,
         help="pack, keys: samples per pass in a pack (0: the whole batch); default: "
-        "idemcore.packed_run.chunk_size",
+        "idemcore.train.chunk_size",
     )
     p.add_argument("--modes", default="1,2,3,4", help="grid: which modes, e.g. 1,4")
     p.add_argument("--seeds", type=int, default=5, help="grid: seeds per configuration")
@@ -371,10 +371,10 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.chunk is not None:
-        from idemcore import packed_run
+        from idemcore import train as idemcore_train
 
         fixed = None if args.chunk == 0 else args.chunk
-        packed_run.chunk_size = lambda *_: fixed  # type: ignore[assignment]
+        idemcore_train.chunk_size = lambda *_: fixed  # type: ignore[assignment]
     if args.part == "pack":
         part_pack(args)
     elif args.part == "keys":

@@ -1,10 +1,15 @@
-"""The three update rules of the note: ordinary backprop, modified backprop, and M1.
+"""The note's three update rules (ordinary backprop, modified backprop, M1), each once.
 
-Each is a small class with one method, ``gradients(net, x) -> (loss, grads)``: the
-direction one update of ``net`` on the batch ``x`` (shape ``(m, d)``) follows, as one
-gradient per parameter (None for a parameter the rule leaves alone), and the loss E the
-step saw, E(y) = mean((n(y) - y)^2) with y = n(x), as a detached scalar tensor. An
-optimizer (idemcore.optim) applies the gradients; ``step`` is the plain-SGD shortcut.
+Each rule is a small class with one method, ``gradients(net, x, m)``: for P members'
+stacked networks (:class:`idemcore.packed_engine.StackedNet`) and a chunk ``x`` of
+shape ``(P, d, k)`` of a batch of ``m`` samples, the chunk's per-member sum of squared
+residuals ``sum((n(y) - y)^2)`` (P,) with y = n(x), and its share of each parameter's
+gradient (the batch's gradient is the sum over its chunks). An optimizer
+(:mod:`idemcore.optim`) applies the gradients; with plain SGD, p <- p - lr * g.
+
+Every training run goes through these classes (an unpacked run is a pack of one). The
+note's −Δn/m is written once, in :func:`modified_cotangent`, which the drop-in
+:func:`idemcore.losses.modified_loss` uses as well.
 """
 
 from __future__ import annotations
@@ -12,12 +17,26 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
-from torch import nn
 
+from idemcore.config import ALGORITHMS
 from idemcore.errors import ConfigError
-from idemcore.nets import M1_RESTRICTION, linear_layers
+from idemcore.packed_engine import StackedNet, sum_square
 
-Gradients = tuple[torch.Tensor | None, ...]
+Gradients = list[torch.Tensor | None]
+
+
+def modified_cotangent(
+    y: torch.Tensor, y3: torch.Tensor, residual: torch.Tensor, m: int
+) -> torch.Tensor:
+    """Modified backprop's dE/dy := −Δn/m (the note's §1.3 and ``E.backward``).
+
+    Δn = 3n(y) − 2n(n(y)) − y with y = n(x); written from the loss's residual
+    r = n(y) − y (already at hand) and y3 = n(n(y)) as −Δn = 2(y3 − y − r) − r. Any
+    layout (samples in rows or in the last axis); ``m`` is the batch's sample count.
+    The first operation allocates the result, the rest work in place on it, so the
+    inputs are untouched and the formula stays differentiable (``create_graph``).
+    """
+    return (y3 - y).sub_(residual).mul_(2).sub_(residual).div_(m)
 
 
 class Algorithm(ABC):
@@ -26,113 +45,78 @@ class Algorithm(ABC):
     name: str = ""
 
     @abstractmethod
-    def gradients(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Gradients]:
-        """E on batch ``x`` (m, d) as a 0-d tensor, and one gradient per parameter of
-        ``net`` (in ``net.parameters()`` order; None: leave the parameter alone)."""
-
-    def step(self, net: nn.Module, x: torch.Tensor, lr: float) -> torch.Tensor:
-        """One plain SGD update (p <- p - lr * g) of ``net`` on ``x``; returns E."""
-        loss, grads = self.gradients(net, x)
-        with torch.no_grad():
-            for p, g in zip(net.parameters(), grads, strict=True):
-                if g is not None:
-                    p.sub_(g, alpha=lr)
-        return loss
+    def gradients(self, net: StackedNet, x: torch.Tensor, m: int) -> tuple[torch.Tensor, Gradients]:
+        """Chunk ``x`` (P, d, k) of a batch of ``m`` samples: per-member sum of squared
+        residuals (P,), and gradients in ``net.params()`` order (None: not updated)."""
 
 
 class Ordinary(Algorithm):
-    """Ordinary backprop: autograd of E(y) = mean((n(y) - y)^2), y = n(x), through both n."""
+    """Ordinary backprop: the gradient of E(y) = mean((n(y) - y)^2), y = n(x), through
+    both applications of n (a hand-written vector-Jacobian product; tests hold it equal
+    to autograd's)."""
 
     name = "ordinary"
 
-    def gradients(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Gradients]:
-        params: list[torch.Tensor] = list(net.parameters())
-        y = net(x)  # (m, d)
-        loss = torch.mean((net(y) - y) ** 2)
-        grads = torch.autograd.grad(loss, params)
-        return loss.detach(), grads
+    def gradients(self, net: StackedNet, x: torch.Tensor, m: int) -> tuple[torch.Tensor, Gradients]:
+        scale = x.shape[1] * m  # E is a mean over the batch's d*m elements
+        y, cache1 = net.forward_cached(x)
+        y2, cache2 = net.forward_cached(y)
+        resid = y2 - y
+        sum_sq = sum_square(resid)
+        g2 = resid.mul_(2.0 / scale)  # dE/dn(y)
+        grads2, gy = net.backward(cache2, g2, need_input_grad=True)
+        assert gy is not None
+        grads1, _ = net.backward(cache1, gy.sub_(g2))  # y feeds E directly and through n
+        for a, b in zip(grads1, grads2, strict=True):
+            a.add_(b)
+        return sum_sq, list(grads1)
 
 
 class Modified(Algorithm):
-    """Modified backprop: dE/dy := -(3n(y) - 2n(n(y)) - y) / m, chained through y = n(x) only.
-
-    n(y) is computed once and used both for the loss value and for Δn; the second and
-    third applications of n carry no graph (the note's ``E.forward`` runs without grad).
-    Network passes per step: forward n(x) with graph, n(y) and n(n(y)) without, one
-    backward: 5 units against ordinary's 6.
-    """
+    """Modified backprop: dE/dy := −Δn/m (:func:`modified_cotangent`), chained through
+    y = n(x) only; n(y) and n(n(y)) carry no graph. Network passes per step: three
+    forwards and one backward, against ordinary's two forwards and two backwards."""
 
     name = "modified"
 
-    def gradients(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Gradients]:
-        params: list[torch.Tensor] = list(net.parameters())
-        y = net(x)  # (m, d), with graph to the parameters
-        with torch.no_grad():
-            y2 = net(y)  # n(y) = n(n(x)), shape (m, d)
-            y3 = net(y2)  # n(n(y))
-            diff = y2 - y  # n(y) - y: the loss's residual, reused for Δn
-            # -Δn = -(3 y2 - 2 y3 - y) = 2 (y3 - y2) - (y2 - y); in place on fresh buffers.
-            cotangent = y3.sub_(y2).mul_(2).sub_(diff).div_(x.shape[0])  # dE/dy := -Δn / m
-            loss = diff.square_().mean()
-        grads = torch.autograd.grad(y, params, grad_outputs=cotangent)
-        return loss, grads
+    def gradients(self, net: StackedNet, x: torch.Tensor, m: int) -> tuple[torch.Tensor, Gradients]:
+        y, cache1 = net.forward_cached(x)
+        y2 = net.forward(y)
+        y3 = net.forward(y2)
+        residual = y2.sub_(y)  # n(y) - y, in y2's buffer: the loss's residual and Δn's
+        grads, _ = net.backward(cache1, modified_cotangent(y, y3, residual, m))
+        return sum_square(residual), list(grads)
 
 
 class M1(Algorithm):
-    """The note's naive approach: W' = W + lr * mean_i[Δn(x_i) x_i^T], no autograd at all.
-
-    Valid only for a single bias-free square linear layer (N1).
-    """
+    """The note's M1 (§1.2): W' = W + lr · mean_i Δn(x_i) x_iᵀ on a single square layer,
+    written out (no backward pass): the gradient handed to the optimizer is
+    −ΔW = (−Δn/m) xᵀ. A bias stays frozen (its gradient is None): M1 "does not modify
+    biases". For a bias-free layer this equals modified backprop's step (Note 1;
+    tests/idemcore/test_note1.py)."""
 
     name = "m1"
 
-    def gradients(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Gradients]:
-        layers = linear_layers(net)
-        if len(layers) != 1 or layers[0].bias is not None:
-            raise ConfigError(f"algorithm: {M1_RESTRICTION}")
-        weight = layers[0].weight  # (d, d); PyTorch's n(x) = x W^T for row inputs
-        with torch.no_grad():
-            y = x @ weight.T
-            y2 = y @ weight.T
-            y3 = y2 @ weight.T
-            loss = torch.mean((y2 - y) ** 2)
-            delta = 3 * y2 - 2 * y3 - y  # (m, d)
-            # W' = W + lr ΔW with ΔW = mean_i Δn(x_i) x_i^T: the "gradient" is -ΔW.
-            grad = (delta.T @ x).div_(-x.shape[0])
-        return loss, (grad,)
-
-
-def gradient_with_graph(
-    net: nn.Module, x: torch.Tensor, algorithm: str
-) -> tuple[torch.Tensor, ...]:
-    """The parameter gradients of one step, built with ``create_graph=True``.
-
-    For rendering the computation like the note's §2.2 sanity check (``idem graph``):
-    ``ordinary`` differentiates E through both applications of n; ``modified`` computes
-    Δn with graph (as the note's ``E.backward`` does under ``create_graph``) and chains
-    -Δn/m through y = n(x) only. Not used for training: the steps above keep no graph.
-    """
-    params = list(net.parameters())
-    y = net(x)  # (m, d)
-    if algorithm == "ordinary":
-        loss = torch.mean((net(y) - y) ** 2)
-        return torch.autograd.grad(loss, params, create_graph=True)
-    if algorithm == "modified":
-        y2 = net(y)
-        y3 = net(y2)
-        cotangent = -(3 * y2 - 2 * y3 - y) / x.shape[0]
-        return torch.autograd.grad(y, params, grad_outputs=cotangent, create_graph=True)
-    raise ConfigError(f"algorithm: no gradient graph for {algorithm!r}; use ordinary or modified")
+    def gradients(self, net: StackedNet, x: torch.Tensor, m: int) -> tuple[torch.Tensor, Gradients]:
+        if len(net.weights) != 1 or net.tanh[0]:
+            raise ConfigError("algorithm: m1 trains a single linear layer without activation")
+        y = net.forward(x)  # (P, d, k)
+        y2 = net.forward(y)
+        y3 = net.forward(y2)
+        residual = y2.sub_(y)
+        delta_w = torch.bmm(modified_cotangent(y, y3, residual, m), x.transpose(1, 2))
+        grads: Gradients = [delta_w] if net.biases[0] is None else [delta_w, None]
+        return sum_square(residual), grads
 
 
 ALGORITHM_CLASSES: dict[str, type[Algorithm]] = {cls.name: cls for cls in (Ordinary, Modified, M1)}
 
 
 def get_algorithm(name: str) -> Algorithm:
-    """The algorithm instance for a config's ``algorithm`` field."""
+    """The rule for a config's ``algorithm`` field (names: :data:`idemcore.config.ALGORITHMS`)."""
     try:
         return ALGORITHM_CLASSES[name]()
     except KeyError:
         raise ConfigError(
-            f"algorithm: unknown {name!r}; expected one of {sorted(ALGORITHM_CLASSES)}"
+            f"algorithm: unknown {name!r}; expected one of {list(ALGORITHMS)}"
         ) from None

@@ -12,37 +12,19 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from idemcore.architectures import LayerSpec, check_architecture
 from idemcore.errors import ConfigError
 from idemcore.provenance import reuse_environment
 
 ALGORITHMS = ("ordinary", "modified", "m1")
 DATA_SOURCES = ("gaussian-fresh", "gaussian-fixed", "digits", "file")
 INITS = ("default", "orthogonal", "normal")
-ACTIVATIONS = ("none", "tanh")
 DTYPES = ("float32", "float64")
 # The note's plain SGD, SGD with momentum 0.9, Adam (PyTorch defaults except lr);
 # idemcore.optim maps each name to its torch.optim class.
 OPTIMIZERS = ("sgd", "momentum", "adam")
 # Device classes a trial runs on (part of the reuse key: CPU and CUDA results differ).
 DEVICES = ("cpu", "cuda")
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One fully connected layer: ``Linear(in_features, out_features, bias)`` + activation."""
-
-    in_features: int
-    out_features: int
-    bias: bool = True
-    activation: str = "none"
-
-    def __post_init__(self) -> None:
-        if self.in_features < 1 or self.out_features < 1:
-            raise ConfigError("layer sizes must be positive integers")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {self.activation!r}; expected one of {list(ACTIVATIONS)}"
-            )
 
 
 @dataclass(frozen=True)
@@ -121,9 +103,6 @@ class TrialConfig:
             raise ConfigError(f"seed: must be a non-negative integer, got {self.seed!r}")
         if self.batch_size > self.samples:
             raise ConfigError(f"batch_size: {self.batch_size} exceeds samples {self.samples}")
-        # Imported here: nets imports config for LayerSpec.
-        from idemcore.nets import check_architecture
-
         check_architecture(self.architecture, self.algorithm)
 
     @property

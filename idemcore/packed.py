@@ -1,10 +1,10 @@
-"""Packing: several small trials of one sweep trained together as one computation.
+"""Packing policy: which trials of a sweep train together, and how many at a time.
 
 The note's networks are tiny (N1 is 5x5), so a sweep of hundreds of them spends its time
 on per-trial overhead, not on arithmetic. Trials that agree on everything but ``seed``
-and ``learning_rate`` (same :func:`pack_key`) can be trained side by side; every member
-keeps exactly what it would have alone: its init, its data stream, its learning rate,
-its metrics and its own divergence.
+and ``learning_rate`` (same :func:`pack_key`) are trained side by side by
+:class:`idemcore.train.PackedTraining` (the one training loop; a run alone is a pack of
+one); every member keeps exactly what it would have alone.
 
 Public API (see docs/internals.md): :class:`PackedTraining`, :func:`pack_key`,
 :func:`can_pack`, :func:`auto_pack_size`, :func:`group_configs`.
@@ -13,15 +13,23 @@ Public API (see docs/internals.md): :class:`PackedTraining`, :func:`pack_key`,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from idemcore.architectures import resolve_layers
 from idemcore.config import TrialConfig
-from idemcore.nets import resolve_layers
-from idemcore.packed_run import BatchedTraining
-from idemcore.train import EpochRecord, Training, TrialResult
+from idemcore.train import PackedTraining, pack_key
+
+__all__ = [
+    "PackedTraining",
+    "auto_pack_size",
+    "can_pack",
+    "group_configs",
+    "pack_key",
+    "split_evenly",
+]
 
 # Networks above this many parameters (N4, B2, B3, B4) are trained alone: their
 # matrix products already fill the machine, and a pack would multiply their memory.
@@ -36,28 +44,6 @@ MEMORY_FRACTION = 0.25
 _DTYPE_BYTES = {"float32": 4, "float64": 8}
 
 
-def pack_key(config: TrialConfig) -> tuple[Any, ...]:
-    """What members of one pack must share: everything except seed and learning_rate."""
-    return (
-        config.architecture,
-        config.algorithm,
-        config.data,
-        config.data_path,
-        config.samples,
-        config.batch_size,
-        config.init,
-        config.init_std,
-        config.gain,
-        config.dtype,
-        config.epochs,
-        config.eval_samples,
-        config.threshold,
-        config.optimizer,
-        config.device,
-        config.tf32,
-    )
-
-
 def param_count(config: TrialConfig) -> int:
     """Number of trainable parameters of the config's network."""
     return sum(
@@ -67,10 +53,7 @@ def param_count(config: TrialConfig) -> int:
 
 
 def can_pack(config: TrialConfig) -> bool:
-    """True for small networks (N1-N3, B1, small custom ones) trained with plain SGD;
-    False for N4, B2-B4."""
-    if config.optimizer != "sgd":
-        return False
+    """True for small networks (N1-N3, B1, small custom ones); False for N4, B2-B4."""
     layers = resolve_layers(config.architecture)
     widest = max(max(layer.in_features, layer.out_features) for layer in layers)
     return param_count(config) <= MAX_PACKABLE_PARAMS and widest <= MAX_PACKABLE_WIDTH
@@ -175,64 +158,3 @@ def split_evenly(members: list[int], size: int) -> list[list[int]]:
         out.append(members[start : start + n])
         start += n
     return out
-
-
-class PackedTraining:
-    """Several configs sharing one :func:`pack_key`, trained as one computation.
-
-    ``epochs()`` yields, per epoch, one ``EpochRecord | None`` per member (None once that
-    member has stopped, e.g. after diverging; the iterator ends once all have stopped);
-    ``results()`` gives one ``TrialResult`` per member. Each member's records equal what
-    ``Training`` alone would give (float64: within 1e-9 relative).
-
-    Packable configs (:func:`can_pack`) run as one stacked network
-    (:class:`idemcore.packed_run.BatchedTraining`); others fall back to stepping one
-    ``Training`` per member in lockstep, which gives the same records more slowly.
-    """
-
-    def __init__(self, configs: Sequence[TrialConfig], device: str | torch.device = "cpu") -> None:
-        if not configs:
-            raise ValueError("PackedTraining needs at least one config")
-        key = pack_key(configs[0])
-        for config in configs[1:]:
-            if pack_key(config) != key:
-                raise ValueError(
-                    "PackedTraining: configs differ in more than seed and learning_rate"
-                )
-        self.configs = list(configs)
-        self.device = torch.device(device)
-        self._batched: BatchedTraining | None = None
-        self._runs: list[Training] = []
-        if all(can_pack(c) for c in self.configs):
-            self._batched = BatchedTraining(self.configs, device=self.device)
-        else:
-            self._runs = [Training(config, device=self.device) for config in self.configs]
-
-    def __len__(self) -> int:
-        return len(self.configs)
-
-    def epochs(self) -> Iterator[list[EpochRecord | None]]:
-        """One list per epoch with each member's record (None once it has stopped)."""
-        if self._batched is not None:
-            yield from self._batched.epochs()
-            return
-        iterators: list[Iterator[EpochRecord] | None] = [run.epochs() for run in self._runs]
-        for _epoch in range(self.configs[0].epochs):
-            row: list[EpochRecord | None] = []
-            for i, it in enumerate(iterators):
-                record = None if it is None else next(it, None)
-                if record is None:
-                    iterators[i] = None
-                row.append(record)
-            if all(r is None for r in row):
-                return
-            yield row
-        for it in iterators:  # let each generator record its finish time
-            if it is not None:
-                next(it, None)
-
-    def results(self) -> list[TrialResult]:
-        """One final result per member, in the order of the configs."""
-        if self._batched is not None:
-            return self._batched.results()
-        return [run.result() for run in self._runs]

@@ -7,20 +7,25 @@ slower per product on the development machine). Members never mix: every reducti
 per member, so a member whose numbers overflow cannot disturb the others.
 
 Gradients are written by hand (a chain of linear layers with optional tanh), which
-avoids autograd's per-op bookkeeping; the update rules mirror idemcore.algorithms.
+avoids autograd's per-op bookkeeping; the update rules (idemcore.algorithms) use them.
+Every run trains through this module: an unpacked run is a pack of one (P = 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from idemcore.config import LayerSpec
-from idemcore.metrics import EXACT_JACOBIAN_MAX_DIM, IMAGE_DIM_POINTS
+from idemcore.architectures import LayerSpec
+from idemcore.metrics import IMAGE_DIM_POINTS
 from idemcore.nets import linear_layers
+
+if TYPE_CHECKING:
+    from idemcore.algorithms import Algorithm
 
 # Per layer, what the backward pass needs: the layer's input and its output.
 Cache = list[tuple[torch.Tensor, torch.Tensor]]
@@ -120,10 +125,10 @@ class StackedNet:
         return grads_rev, (g if need_input_grad else None)
 
 
-def _sum_square(diff: torch.Tensor) -> torch.Tensor:
-    """Per-member sum(diff^2) over (d, m): shape (P,). Through the vector norm: no
-    (P, d, m) temporary, and ~4x faster than (diff * diff).sum() on one CPU thread."""
-    flat = diff.reshape(diff.shape[0], -1)  # (P, d*m)
+def sum_square(diff: torch.Tensor) -> torch.Tensor:
+    """Per-member sum(diff^2) over (d, k): shape (P,). Through the vector norm: no
+    (P, d, k) temporary, and ~4x faster than (diff * diff).sum() on one CPU thread."""
+    flat = diff.reshape(diff.shape[0], -1)  # (P, d*k)
     return torch.linalg.vector_norm(flat, dim=1).square()
 
 
@@ -134,71 +139,34 @@ def chunks(m: int, chunk: int | None) -> list[slice]:
     return [slice(s, min(s + chunk, m)) for s in range(0, m, chunk)]
 
 
-def _chunk_grads(
-    net: StackedNet, algorithm: str, x: torch.Tensor, m: int
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One chunk's share of a step on a batch of ``m`` samples: the chunk's sum of
-    squared residuals (P,) and its parameter gradients (the batch's gradient is the sum
-    of its chunks' gradients: every sample enters the loss and Δn independently)."""
-    scale = x.shape[1] * m  # E is a mean over the batch's d*m elements
-    if algorithm == "ordinary":
-        y, cache1 = net.forward_cached(x)
-        y2, cache2 = net.forward_cached(y)
-        resid = y2 - y
-        sum_sq = _sum_square(resid)
-        g2 = resid.mul_(2.0 / scale)  # dE/dn(y)
-        grads2, gy = net.backward(cache2, g2, need_input_grad=True)
-        assert gy is not None
-        grads1, _ = net.backward(cache1, gy.sub_(g2))  # y feeds E directly and through n
-        for a, b in zip(grads1, grads2, strict=True):
-            a.add_(b)
-        return sum_sq, grads1
-    if algorithm in ("modified", "m1"):
-        # m1 on a single bias-free linear layer is exactly this update (the note's Note 1).
-        y, cache1 = net.forward_cached(x)
-        y2 = net.forward(y)
-        y3 = net.forward(y2)
-        diff = y2.sub_(y)  # the loss's residual, reused for Δn (y2 itself is not needed)
-        sum_sq = _sum_square(diff)
-        # -Δn = -(3 y2 - 2 y3 - y) = 2 (y3 - y2) - (y2 - y); y3 - y2 = y3 - y - diff
-        cotangent = y3.sub_(y).sub_(diff).mul_(2).sub_(diff).div_(m)  # dE/dy := -Δn / m
-        grads, _ = net.backward(cache1, cotangent)
-        return sum_sq, grads
-    raise ValueError(f"algorithm: unknown {algorithm!r}")
-
-
-def step(
-    net: StackedNet,
-    algorithm: str,
-    x: torch.Tensor,
-    lr: torch.Tensor,
-    chunk: int | None = None,
-) -> torch.Tensor:
-    """One SGD update of every member on its batch x (P, d, m); lr is (P, 1, 1).
+def gradients(
+    net: StackedNet, algorithm: Algorithm, x: torch.Tensor, chunk: int | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """Every member's loss and gradients on its batch x (P, d, m) under ``algorithm``.
 
     ``chunk`` splits the batch's samples into passes of at most that many, whose
-    gradients are summed before the one update: the same step, but each pass's
-    activations stay in the CPU's cache (measured with 20 members, full batch of 10000:
-    N1 ordinary 1.6x and N3 ordinary 1.5x faster in chunks of 1000-2000 than in one
-    pass; docs/benchmarks.md).
+    gradients are summed (every sample enters the loss and Δn independently): the same
+    gradient, but each pass's activations stay in the CPU's cache (measured with 20
+    members, full batch of 10000: N1 ordinary 1.6x and N3 ordinary 1.5x faster in
+    chunks of 1000-2000 than in one pass; docs/benchmarks.md).
 
-    Returns each member's loss E(y) = mean((n(y) - y)^2), y = n(x), shape (P,).
+    Returns each member's loss E(y) = mean((n(y) - y)^2), y = n(x), shape (P,), and
+    the gradients in ``net.params()`` order (None where the rule leaves a parameter).
     """
     m = x.shape[2]
     sum_sq: torch.Tensor | None = None
-    grads: list[torch.Tensor] = []
+    grads: list[torch.Tensor | None] = []
     for part in chunks(m, chunk):
-        part_sq, part_grads = _chunk_grads(net, algorithm, x[:, :, part], m)
+        part_sq, part_grads = algorithm.gradients(net, x[:, :, part], m)
         if sum_sq is None:
             sum_sq, grads = part_sq, part_grads
-        else:
-            sum_sq.add_(part_sq)
-            for a, b in zip(grads, part_grads, strict=True):
+            continue
+        sum_sq.add_(part_sq)
+        for a, b in zip(grads, part_grads, strict=True):
+            if a is not None and b is not None:
                 a.add_(b)
     assert sum_sq is not None
-    for p, g in zip(net.params(), grads, strict=True):
-        p.sub_(g.mul_(lr))
-    return sum_sq.div_(x.shape[1] * m)
+    return sum_sq.div_(x.shape[1] * m), grads
 
 
 @torch.no_grad()
@@ -208,7 +176,7 @@ def idempotent_error(net: StackedNet, x: torch.Tensor, chunk: int | None = None)
     total: torch.Tensor | None = None
     for part in chunks(x.shape[2], chunk):
         y = net.forward(x[:, :, part])
-        part_sq = _sum_square(net.forward(y).sub_(y))
+        part_sq = sum_square(net.forward(y).sub_(y))
         total = part_sq if total is None else total.add_(part_sq)
     assert total is not None
     return total.div_(x.shape[1] * x.shape[2])
@@ -225,21 +193,66 @@ def identity_image(net: StackedNet, dim: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def image_dim(net: StackedNet, x_eval: torch.Tensor) -> torch.Tensor:
-    """Per-member mean Jacobian trace of n at image points y = n(x), x the first
-    IMAGE_DIM_POINTS eval samples: the exact branch of idemcore.metrics.image_dim."""
-    points = x_eval[:, :, :IMAGE_DIM_POINTS]  # (P, d, p)
-    d = points.shape[1]
-    if d > EXACT_JACOBIAN_MAX_DIM:
-        raise ValueError(f"packed image_dim supports d <= {EXACT_JACOBIAN_MAX_DIM}, got {d}")
-    y = net.forward(points)
-    _, cache = net.forward_cached(y)
-    jac: torch.Tensor | None = None  # (P, p, out, d): the Jacobian at each point
-    for w, (_, out), act in zip(net.weights, cache, net.tanh, strict=True):
-        jac = w.unsqueeze(1) if jac is None else torch.matmul(w.unsqueeze(1), jac)
-        if act:
-            scale = (1 - out * out).transpose(1, 2).unsqueeze(-1)  # (P, p, out, 1)
-            jac = jac * scale
-    assert jac is not None
-    traces = torch.diagonal(jac, dim1=2, dim2=3).sum(dim=2)  # (P, p) or (P, 1)
-    return traces.expand(y.shape[0], y.shape[2]).mean(dim=1)
+def affine_trace(net: StackedNet) -> torch.Tensor:
+    """Per-member trace(W_k ... W_1) (P,): the constant Jacobian trace of an
+    activation-free network. trace(A B) = sum(A * Bᵀ) for the last factor, so B3
+    (4096 -> 1024 -> 4096) needs no matrix product at all and B4 one."""
+    right = net.weights[0]  # (P, h_1, d)
+    for w in net.weights[1:-1]:
+        right = torch.bmm(w, right)  # (P, h_j, d)
+    if len(net.weights) == 1:
+        return torch.diagonal(right, dim1=1, dim2=2).sum(dim=1)
+    return (net.weights[-1] * right.transpose(1, 2)).sum(dim=(1, 2))
+
+
+@torch.no_grad()
+def jacobian_trace(
+    net: StackedNet, points: torch.Tensor, probes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per member, the trace of the Jacobian of n at each of ``points`` (P, d, p): (P, p).
+
+    Exact (the Jacobian itself, layer by layer) when ``probes`` is None (for d up to
+    EXACT_JACOBIAN_MAX_DIM), else Hutchinson's estimate mean_k v_kᵀ J v_k with the given
+    (P, p, K, d) probes: forward mode, the p·K tangents riding along the p points.
+    """
+    n_pts = points.shape[2]
+    if probes is None:
+        _, cache = net.forward_cached(points)
+        jac: torch.Tensor | None = None  # (P, p, out, d): the Jacobian at each point
+        for w, (_, out), act in zip(net.weights, cache, net.tanh, strict=True):
+            jac = w.unsqueeze(1) if jac is None else torch.matmul(w.unsqueeze(1), jac)
+            if act:
+                scale = (1 - out * out).transpose(1, 2).unsqueeze(-1)  # (P, p, out, 1)
+                jac = jac * scale
+        assert jac is not None
+        traces = torch.diagonal(jac, dim1=2, dim2=3).sum(dim=2)  # (P, p) or (P, 1)
+        return traces.expand(points.shape[0], n_pts)
+    size, _, k, d = probes.shape
+    tangents = probes.permute(0, 3, 1, 2).reshape(size, d, n_pts * k)  # (P, d, p*K)
+    h, t = points, tangents
+    for w, b, act in zip(net.weights, net.biases, net.tanh, strict=True):
+        h = torch.bmm(w, h) if b is None else torch.baddbmm(b, w, h)  # (P, out, p)
+        t = torch.bmm(w, t)  # (P, out, p*K): no bias in a tangent
+        if act:  # d tanh(h) = (1 - tanh(h)^2) dh
+            h = torch.tanh(h)
+            t = (t.view(size, -1, n_pts, k) * (1 - h * h).unsqueeze(-1)).view(size, -1, n_pts * k)
+    return (tangents * t).sum(dim=1).view(size, n_pts, k).mean(dim=2)
+
+
+@torch.no_grad()
+def image_dim(
+    net: StackedNet, x_eval: torch.Tensor, probes: torch.Tensor | None, activation_free: bool
+) -> torch.Tensor:
+    """Per-member mean trace of the Jacobian of n at image points y = n(x), x the first
+    IMAGE_DIM_POINTS eval samples (P, d, n_eval): shape (P,).
+
+    For an idempotent map the Jacobian at an image point is a projection onto the
+    tangent of the image, so its trace is the image's dimension: 0 for a constant (null)
+    map, d for the identity. Activation-free networks have one Jacobian everywhere
+    (:func:`affine_trace`); others use :func:`jacobian_trace`, exact for d <= 128, else
+    Hutchinson's estimator with the fixed ``probes`` drawn from each member's seed.
+    """
+    if activation_free:
+        return affine_trace(net)
+    y = net.forward(x_eval[:, :, :IMAGE_DIM_POINTS])  # (P, d, p)
+    return jacobian_trace(net, y, probes).mean(dim=1)

@@ -1,7 +1,15 @@
-"""The training loop: a TrialConfig in, one EpochRecord per epoch out, a TrialResult at the end.
+"""The training loop, written once: configs in, EpochRecords per epoch out, TrialResults.
+
+:class:`PackedTraining` trains P configs that share a :func:`pack_key` (everything but
+seed and learning rate) side by side as one stacked network
+(:mod:`idemcore.packed_engine`); every member keeps exactly what it would have alone: its
+init, its data stream, its learning rate and optimizer state, its metrics and its own
+divergence. :class:`Training` (one config) is a pack of one: the sweeps (packed), the
+CLI and the tests all run this same loop (docs/benchmarks.md, "One loop", measures that
+a pack of one costs no more than the plain torch loop).
 
 The loop is a generator, so the CLI (progress bar), a Ray Tune trial (batched reports)
-and the tests drive the same code. A non-finite loss or parameter ends the run as
+and the tests drive the same code. A non-finite loss or parameter ends a member's run as
 ``diverged`` (a result, never an exception).
 """
 
@@ -11,245 +19,365 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from idemcore.algorithms import get_algorithm
+from idemcore.architectures import is_activation_free, resolve_layers
 from idemcore.config import TrialConfig
-from idemcore.data import DataSource, make_data
-from idemcore.metrics import EigenAnalysis, EpochMetrics, eigen_analysis
-from idemcore.nets import build_net, input_dim, is_activation_free
-from idemcore.optim import make_optimizer
+from idemcore.data import DataSource, GaussianFresh, make_data
+from idemcore.metrics import (
+    EXACT_JACOBIAN_MAX_DIM,
+    IMAGE_DIM_POINTS,
+    eigen_analysis,
+    hutchinson_probes,
+)
+from idemcore.nets import build_net
+from idemcore.optim import StackedOptimizer
+from idemcore.packed_engine import (
+    StackedNet,
+    gradients,
+    idempotent_error,
+    identity_image,
+    image_dim,
+)
+from idemcore.records import EpochRecord, TrialResult, finite_or_none
+
+__all__ = ["EpochRecord", "PackedTraining", "Training", "TrialResult", "pack_key", "train"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+# Below this many elements per layer product, a pack's epoch runs on one CPU thread:
+# ATen splits even tiny bmm calls across OpenMP threads, which cost ~100x more than the
+# arithmetic (2.7 ms against 17 us per call measured with a busy 2-core machine).
+SINGLE_THREAD_ELEMENTS = 1 << 16
+# On a CPU, a pass over a batch works on at most this many elements per layer (members x
+# widest layer x samples) at a time, so that its activations stay in the core's cache:
+# 20 members of N3 (widest 10) then pass 1000 samples at a time. Measured on a 2-core
+# Xeon (2 MiB L2 per core), a full batch of 10000 in one pass ran 1.2x (N3 modified) to
+# 1.6x (N1 ordinary) slower than in chunks of 1000-2000; below ~250 samples per pass,
+# dispatch dominates (docs/benchmarks.md, "Sweep throughput"). Networks wider than
+# CHUNK_MAX_WIDTH (N4, B2-B4) are matrix-product bound and take the batch at once.
+CHUNK_ELEMENTS = 200_000
+MIN_CHUNK = 256
+CHUNK_MAX_WIDTH = 128
 
-def finite_or_none(value: float | None) -> float | None:
-    """Non-finite numbers become None, so records stay JSON- and SQL-safe."""
-    if value is None or not math.isfinite(value):
+
+def pack_key(config: TrialConfig) -> tuple[Any, ...]:
+    """What members of one pack must share: everything except seed and learning_rate."""
+    return (
+        config.architecture,
+        config.algorithm,
+        config.data,
+        config.data_path,
+        config.samples,
+        config.batch_size,
+        config.init,
+        config.init_std,
+        config.gain,
+        config.dtype,
+        config.epochs,
+        config.eval_samples,
+        config.threshold,
+        config.optimizer,
+        config.device,
+        config.tf32,
+    )
+
+
+def chunk_size(members: int, widest: int, device: torch.device) -> int | None:
+    """Samples per pass for a pack on ``device`` (None: the whole batch at once, as on a
+    GPU, where fewer and larger kernels are faster, and for wide networks)."""
+    if device.type != "cpu" or widest > CHUNK_MAX_WIDTH:
         return None
-    return value
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """Metrics after one epoch (1-based). Non-finite values are None."""
-
-    epoch: int
-    idempotent_error: float | None
-    loss: float | None
-    norm: float | None
-    trace: float | None
-    update_norm: float | None
-    image_dim: float | None
-    train_idempotent_error: float | None = None
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """The final state of a run."""
-
-    idempotent_error: float | None
-    train_idempotent_error: float | None
-    loss: float | None
-    norm: float | None
-    trace: float | None
-    update_norm: float | None
-    image_dim: float | None
-    epochs_to_threshold: int | None
-    epochs_run: int
-    diverged: bool
-    wall_seconds: float
-    eigenvalues: list[tuple[float, float]] | None = None
-    eig_near_zero: int | None = None
-    eig_near_one: int | None = None
-    wb_norm: float | None = None
-
-    @classmethod
-    def from_run(
-        cls,
-        last: EpochRecord | None,
-        *,
-        epochs_to_threshold: int | None,
-        epochs_run: int,
-        diverged: bool,
-        wall_seconds: float,
-        eig: EigenAnalysis | None,
-    ) -> TrialResult:
-        """The final result of a run from its last epoch record and eigen-analysis
-        (shared by ``Training`` and ``PackedTraining``, so both report alike)."""
-        return cls(
-            idempotent_error=last.idempotent_error if last else None,
-            train_idempotent_error=last.train_idempotent_error if last else None,
-            loss=last.loss if last else None,
-            norm=last.norm if last else None,
-            trace=last.trace if last else None,
-            update_norm=last.update_norm if last else None,
-            image_dim=last.image_dim if last else None,
-            epochs_to_threshold=epochs_to_threshold,
-            epochs_run=epochs_run,
-            diverged=diverged,
-            wall_seconds=wall_seconds,
-            eigenvalues=eig.eigenvalues if eig else None,
-            eig_near_zero=eig.near_zero if eig else None,
-            eig_near_one=eig.near_one if eig else None,
-            wb_norm=eig.wb_norm if eig else None,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.eigenvalues is not None:
-            out["eigenvalues"] = [list(v) for v in self.eigenvalues]
-        return out
+    return max(MIN_CHUNK, CHUNK_ELEMENTS // max(1, members * widest))
 
 
 @contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Flush subnormal floats to zero on CPU while the block runs, then restore the default.
+def _epoch_context(single_thread: bool) -> Iterator[None]:
+    """While one epoch trains: subnormal floats flushed to zero, and, for small packs,
+    one intra-op thread. Not held across a yield (other code runs there).
 
-    Networks that ``modified`` collapses to the null map carry weights that keep shrinking
-    geometrically; once n(n(n(x))) falls below 1e-38 (float32) every matrix product runs on
-    subnormal numbers, about 100x slower on x86. Values that small are zero for every
-    metric, so flushing them changes no result above the subnormal range. (PyTorch has no
-    getter for this flag; the default, off, is restored.)
+    Networks that ``modified`` collapses to the null map carry weights that keep
+    shrinking geometrically; once n(n(n(x))) falls below 1e-38 (float32) every matrix
+    product runs on subnormal numbers, about 100x slower on x86. Values that small are
+    zero for every metric, so flushing them changes no result above the subnormal range.
+    (PyTorch has no getter for the flag; its default, off, is restored.)
     """
+    threads = torch.get_num_threads()
     torch.set_flush_denormal(True)
+    if single_thread and threads > 1:
+        torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_flush_denormal(False)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
-def _snapshot(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Copies of the parameters (to measure the epoch's update)."""
-    return [p.detach().clone() for p in params]
+class PackedTraining:
+    """Configs sharing one :func:`pack_key`, trained as one stacked network.
 
+    ``epochs()`` yields, per epoch, one ``EpochRecord | None`` per member (None once that
+    member has stopped, e.g. after diverging; the iterator ends once all have stopped);
+    ``results()`` gives one ``TrialResult`` per member. Each member's records equal what
+    it gives alone (float64: within 1e-9 relative; tests/idemcore/test_packed.py).
 
-@torch.no_grad()
-def _update_norm(params: Sequence[torch.Tensor], before: list[torch.Tensor]) -> torch.Tensor:
-    """||params - before|| over all parameters, as a 0-d tensor (no host sync)."""
-    diffs = torch._foreach_sub([p.detach() for p in params], before)
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(diffs)))
+    ``seconds`` in each record and ``wall_seconds`` in each result are the member's
+    share of the pack's time (the pack's time divided by the members still training),
+    so summing them over a sweep still gives the compute spent.
+    """
+
+    def __init__(self, configs: Sequence[TrialConfig], device: str | torch.device = "cpu") -> None:
+        if not configs:
+            raise ValueError("PackedTraining needs at least one config")
+        key = pack_key(configs[0])
+        if any(pack_key(c) != key for c in configs[1:]):
+            raise ValueError("PackedTraining: configs differ in more than seed and learning_rate")
+        self.configs = list(configs)
+        first = self.configs[0]
+        self.device = torch.device(device)
+        self.dtype = DTYPES[first.dtype]
+        layers = resolve_layers(first.architecture)
+        self.dim = layers[0].in_features
+        self.size = len(self.configs)
+        self.activation_free = is_activation_free(first.architecture)
+        self._started = time.perf_counter()
+        self._finished: float | None = None
+        nets = [
+            build_net(
+                c.architecture,
+                seed=c.seed,
+                init=c.init,
+                gain=c.gain,
+                init_std=c.init_std,
+                dtype=self.dtype,
+            )
+            for c in self.configs
+        ]
+        self.net = StackedNet.from_nets(nets, layers)
+        self.net.weights = [w.to(self.device) for w in self.net.weights]
+        self.net.biases = [None if b is None else b.to(self.device) for b in self.net.biases]
+        self.algorithm = get_algorithm(first.algorithm)
+        self.optimizer = StackedOptimizer(
+            first.optimizer, self.net.params(), [c.learning_rate for c in self.configs]
+        )
+        self.sources: list[DataSource] = [
+            make_data(
+                c.data,
+                dim=self.dim,
+                samples=c.samples,
+                seed=c.seed,
+                dtype=self.dtype,
+                eval_samples=c.eval_samples,
+                data_path=c.data_path,
+            )
+            for c in self.configs
+        ]
+        # Samples last: (P, d, samples). Each member's eval/train set is its own.
+        self.x_eval = torch.stack([s.eval_data() for s in self.sources]).to(self.device)
+        self.x_eval = self.x_eval.transpose(1, 2).contiguous()
+        trains = [s.train_data() for s in self.sources]
+        self.x_train: torch.Tensor | None = None
+        if all(t is not None for t in trains):
+            stacked = torch.stack([t for t in trains if t is not None]).to(self.device)
+            self.x_train = stacked.transpose(1, 2).contiguous()
+        # Hutchinson probes for image_dim, fixed per member seed (tanh nets with d > 128).
+        self.probes: torch.Tensor | None = None
+        if not self.activation_free and self.dim > EXACT_JACOBIAN_MAX_DIM:
+            points = min(IMAGE_DIM_POINTS, first.eval_samples)
+            self.probes = torch.stack(
+                [
+                    hutchinson_probes(c.seed, points, self.dim, self.dtype, self.device)
+                    for c in self.configs
+                ]
+            )  # (P, p, K, d)
+        self.active = [True] * self.size
+        self.diverged = [False] * self.size
+        self.records: list[list[EpochRecord]] = [[] for _ in self.configs]
+        self.epochs_to_threshold: list[int | None] = [None] * self.size
+        self._member_seconds = [0.0] * self.size
+        self._epochs_wall = 0.0
+        widest = max(max(w.shape[1], w.shape[2]) for w in self.net.weights)
+        work = self.size * widest * max(first.batch_size, first.eval_samples)
+        self._single_thread = self.device.type == "cpu" and work < SINGLE_THREAD_ELEMENTS
+        self._chunk = chunk_size(self.size, widest, self.device)
+        # The epoch's data as drawn, (P, samples, d); members fill their own rows.
+        self._buffer = torch.zeros(self.size, first.samples, self.dim, dtype=self.dtype)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _draw(self, epoch: int) -> torch.Tensor:
+        """Each active member's training set for ``epoch``, from its own source: (P, d, n)."""
+        for i, source in enumerate(self.sources):
+            if not self.active[i]:
+                continue
+            if isinstance(source, GaussianFresh):
+                # Same generator, same call as GaussianFresh.epoch_data, written in place.
+                torch.randn(
+                    source.samples,
+                    source.dim,
+                    generator=source._gen,
+                    dtype=self.dtype,
+                    out=self._buffer[i],
+                )
+            else:
+                self._buffer[i].copy_(source.epoch_data(epoch))
+        x = self._buffer.to(self.device, non_blocking=True)
+        # A transposed view, not a copy: bmm reads it as a transposed operand, which
+        # costs less than the copy (measured: view 2.3 ms vs copy 3.4 ms per N1 epoch).
+        return x.transpose(1, 2)
+
+    def _flat_norm_sq(self, before: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        for p, q in zip(self.net.params(), before, strict=True):
+            diff = (p - q).reshape(self.size, -1)
+            total += (diff * diff).sum(dim=1)
+        return total
+
+    def _params_finite(self) -> torch.Tensor:
+        ok = torch.ones(self.size, dtype=torch.bool, device=self.device)
+        for p in self.net.params():
+            ok &= torch.isfinite(p.reshape(self.size, -1)).all(dim=1)
+        return ok
+
+    def _freeze(self, i: int) -> None:
+        """Stop member ``i``: no more updates, and no NaN left in the shared tensors."""
+        self.active[i] = False
+        self.optimizer.freeze(i)
+        for p in self.net.params():
+            p[i].zero_()
+
+    def _epoch(self, epoch: int, steps: int, m: int) -> tuple[list[list[float]], list[bool]]:
+        """Train every member one epoch and measure it: per member ``[loss, update_norm,
+        norm, trace, idempotent_error, image_dim(, train_idempotent_error)]`` and
+        whether its loss and parameters are finite (one host sync for all)."""
+        before = [p.clone() for p in self.net.params()]
+        x_all = self._draw(epoch)  # (P, d, n)
+        loss = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        for s in range(steps):
+            batch = x_all[:, :, s * m : (s + 1) * m]
+            loss, grads = gradients(self.net, self.algorithm, batch, self._chunk)
+            self.optimizer.step(grads)
+        finite = torch.isfinite(loss) & self._params_finite()
+        norm, trace = identity_image(self.net, self.dim)
+        columns = [loss, self._flat_norm_sq(before).sqrt(), norm, trace]
+        columns.append(idempotent_error(self.net, self.x_eval, self._chunk))
+        columns.append(image_dim(self.net, self.x_eval, self.probes, self.activation_free))
+        if self.x_train is not None:
+            columns.append(idempotent_error(self.net, self.x_train, self._chunk))
+        columns.append(finite.to(self.dtype))
+        table = torch.stack(columns, dim=1).double().cpu().tolist()  # (P, k), one sync
+        return [r[:-1] for r in table], [r[-1] == 1.0 for r in table]
+
+    @torch.no_grad()
+    def epochs(self) -> Iterator[list[EpochRecord | None]]:
+        """One list per epoch, one record per member (None once it has stopped);
+        ends early once every member has stopped."""
+        cfg = self.configs[0]
+        m = cfg.batch_size
+        steps = cfg.samples // m
+        for epoch in range(1, cfg.epochs + 1):
+            if not any(self.active):
+                break
+            t0 = time.perf_counter()
+            with _epoch_context(self._single_thread):  # not across the yield
+                table, finite = self._epoch(epoch, steps, m)
+            elapsed = time.perf_counter() - t0
+            self._epochs_wall += elapsed
+            seconds = elapsed / sum(self.active)
+            row: list[EpochRecord | None] = [None] * self.size
+            for i, values in enumerate(table):
+                if not self.active[i]:
+                    continue
+                loss_v, upd, norm_v, trace_v, err_v, idim_v = values[:6]
+                train_err = values[6] if self.x_train is not None else None
+                ok = bool(finite[i]) and math.isfinite(loss_v)
+                record = EpochRecord(
+                    epoch=epoch,
+                    idempotent_error=finite_or_none(err_v),
+                    loss=finite_or_none(loss_v),
+                    norm=finite_or_none(norm_v),
+                    trace=finite_or_none(trace_v),
+                    update_norm=finite_or_none(upd),
+                    image_dim=finite_or_none(idim_v) if math.isfinite(err_v) else None,
+                    train_idempotent_error=finite_or_none(train_err),
+                    seconds=seconds,
+                )
+                self._member_seconds[i] += seconds
+                if not ok or record.idempotent_error is None:
+                    self.diverged[i] = True
+                err = record.idempotent_error
+                if self.epochs_to_threshold[i] is None and err is not None and err < cfg.threshold:
+                    self.epochs_to_threshold[i] = epoch
+                self.records[i].append(record)
+                row[i] = record
+            yield row
+            for i in range(self.size):
+                if self.active[i] and self.diverged[i]:
+                    self._freeze(i)
+        self._finished = time.perf_counter()
+
+    def results(self) -> list[TrialResult]:
+        """One final result per member (eigen-analysis for activation-free networks)."""
+        end = self._finished if self._finished is not None else time.perf_counter()
+        setup = max(0.0, end - self._started - self._epochs_wall) / self.size
+        out: list[TrialResult] = []
+        for i in range(self.size):
+            records = self.records[i]
+            eig = None
+            if self.activation_free and not self.diverged[i]:
+                eig = eigen_analysis(self.net.member_net(i))
+            out.append(
+                TrialResult.from_run(
+                    records[-1] if records else None,
+                    epochs_to_threshold=self.epochs_to_threshold[i],
+                    epochs_run=len(records),
+                    diverged=self.diverged[i],
+                    wall_seconds=setup + self._member_seconds[i],
+                    eig=eig,
+                )
+            )
+        return out
 
 
 class Training:
-    """One run of a TrialConfig. Iterate ``epochs()``, then read ``result()``."""
+    """One run of a TrialConfig: a pack of one. Iterate ``epochs()``, then ``result()``."""
 
     def __init__(self, config: TrialConfig, device: str | torch.device = "cpu") -> None:
         self.config = config
-        self.device = torch.device(device)
-        self.dtype = DTYPES[config.dtype]
-        self.dim = input_dim(config.architecture)
-        self.net = build_net(
-            config.architecture,
-            seed=config.seed,
-            init=config.init,
-            gain=config.gain,
-            init_std=config.init_std,
-            dtype=self.dtype,
-        ).to(self.device)
-        self.algorithm = get_algorithm(config.algorithm)
-        self.optimizer = make_optimizer(
-            config.optimizer, self.net.parameters(), config.learning_rate
-        )
-        self.data: DataSource = make_data(
-            config.data,
-            dim=self.dim,
-            samples=config.samples,
-            seed=config.seed,
-            dtype=self.dtype,
-            eval_samples=config.eval_samples,
-            data_path=config.data_path,
-        )
-        self.x_eval = self.data.eval_data().to(self.device)
-        train = self.data.train_data()
-        self.x_train = None if train is None else train.to(self.device)
-        self.metrics = EpochMetrics(
-            self.x_eval,
-            self.x_train,
-            config.seed,
-            activation_free=is_activation_free(config.architecture),
-        )
-        self.records: list[EpochRecord] = []
-        self.diverged = False
-        self.epochs_to_threshold: int | None = None
-        self._started = time.perf_counter()
-        self._finished: float | None = None
+        self.pack = PackedTraining([config], device=device)
 
-    def _measure(self, epoch: int, loss: float, update_norm: float, seconds: float) -> EpochRecord:
-        norm, trace, ierr, train_err, idim = self.metrics.measure(self.net)
-        return EpochRecord(
-            epoch=epoch,
-            idempotent_error=finite_or_none(ierr),
-            loss=finite_or_none(loss),
-            norm=finite_or_none(norm),
-            trace=finite_or_none(trace),
-            update_norm=finite_or_none(update_norm),
-            image_dim=finite_or_none(idim),
-            train_idempotent_error=finite_or_none(train_err),
-            seconds=seconds,
-        )
+    @property
+    def net(self) -> nn.Sequential:
+        """The network as it stands now, as an ordinary module (a copy)."""
+        return self.pack.net.member_net(0)
 
-    def _epoch(
-        self, epoch: int, params: Sequence[torch.Tensor], steps: int, m: int, t0: float
-    ) -> tuple[EpochRecord, bool]:
-        """Train one epoch and measure it; return the record and whether all is finite."""
-        before = _snapshot(params)
-        x_all = self.data.epoch_data(epoch).to(self.device)  # (n, d)
-        loss = torch.zeros((), dtype=self.dtype, device=self.device)
-        for i in range(steps):
-            loss, grads = self.algorithm.gradients(self.net, x_all[i * m : (i + 1) * m])
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
-            self.optimizer.step()
-        all_finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
-        checks = torch.stack([loss, _update_norm(params, before), all_finite.to(loss.dtype)])
-        loss_value, update_norm, params_finite = checks.tolist()  # one host sync
-        finite = math.isfinite(loss_value) and params_finite == 1.0
-        record = self._measure(epoch, loss_value, update_norm, time.perf_counter() - t0)
-        return record, finite
+    @property
+    def records(self) -> list[EpochRecord]:
+        return self.pack.records[0]
+
+    @property
+    def diverged(self) -> bool:
+        return self.pack.diverged[0]
+
+    @property
+    def epochs_to_threshold(self) -> int | None:
+        return self.pack.epochs_to_threshold[0]
 
     def epochs(self) -> Iterator[EpochRecord]:
         """Train epoch by epoch, yielding each epoch's record; stops early on divergence."""
-        cfg = self.config
-        m = cfg.batch_size
-        steps = cfg.samples // m
-        params = list(self.net.parameters())
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            with flush_denormals():  # not across the yield: other code runs there
-                record, finite = self._epoch(epoch, params, steps, m, t0)
-            if not finite or record.idempotent_error is None:
-                self.diverged = True
-            err = record.idempotent_error
-            if self.epochs_to_threshold is None and err is not None and err < cfg.threshold:
-                self.epochs_to_threshold = epoch
-            self.records.append(record)
-            yield record
-            if self.diverged:
-                break
-        self._finished = time.perf_counter()
+        for (record,) in self.pack.epochs():
+            if record is not None:
+                yield record
 
     def result(self) -> TrialResult:
         """Final metrics (plus eigen-analysis for activation-free networks)."""
-        eig = None
-        if is_activation_free(self.config.architecture) and not self.diverged:
-            eig = eigen_analysis(self.net)
-        end = self._finished if self._finished is not None else time.perf_counter()
-        return TrialResult.from_run(
-            self.records[-1] if self.records else None,
-            epochs_to_threshold=self.epochs_to_threshold,
-            epochs_run=len(self.records),
-            diverged=self.diverged,
-            wall_seconds=end - self._started,
-            eig=eig,
-        )
+        return self.pack.results()[0]
 
 
 def train(

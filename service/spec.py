@@ -448,9 +448,14 @@ def expand_grid(
     pairs (only with ``skip_invalid``). Raises :class:`SpecFieldError` or
     :class:`SpecLimitError` naming the field path; nothing is stored before this passes.
     """
+    from idemcore.architectures import (
+        M1_RESTRICTION,
+        check_architecture,
+        input_dim,
+        m1_applicable,
+    )
     from idemcore.config import TrialConfig
     from idemcore.errors import ConfigError
-    from idemcore.nets import check_architecture, input_dim, m1_applicable
 
     if spec.epochs > settings.max_epochs:
         raise SpecLimitError(
@@ -506,14 +511,14 @@ def expand_grid(
                     {
                         "architecture": _arch_label(spec.architectures[i], arch),
                         "algorithm": "m1",
-                        "reason": "m1 trains only a single bias-free square linear layer",
+                        "reason": M1_RESTRICTION,
                     }
                 )
         if bad_pairs and not spec.skip_invalid:
             names = ", ".join(f"({s['architecture']}, m1)" for s in skipped)
             raise SpecFieldError(
                 _loc("algorithms", spec.algorithms.index("m1")),
-                f"m1 cannot train {names}: it needs a single bias-free square linear layer; "
+                f"m1 cannot train {names}: {M1_RESTRICTION}; "
                 "remove them or set skip_invalid to leave these pairs out",
                 pairs=[{"architecture": s["architecture"], "algorithm": "m1"} for s in skipped],
             )

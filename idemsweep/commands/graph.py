@@ -41,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torchviz import make_dot
 
-    from idemcore.algorithms import gradient_with_graph
+    from idemcore.architectures import input_dim
     from idemcore.errors import ConfigError
-    from idemcore.nets import build_net, input_dim
+    from idemcore.losses import gradient_with_graph
+    from idemcore.nets import build_net
 
     try:
         net = build_net(args.arch, seed=args.seed, dtype=torch.float64)

@@ -44,7 +44,7 @@ def input_dim(config: Mapping[str, Any]) -> int:
     """The network's dimension d from a stored trial config (named or custom layers)."""
     arch = config["architecture"]
     if isinstance(arch, str):
-        from idemcore.nets import ARCHITECTURES
+        from idemcore.architectures import ARCHITECTURES
 
         return ARCHITECTURES[arch][0].in_features
     return int(arch[0]["in_features"])

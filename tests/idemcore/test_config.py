@@ -8,9 +8,10 @@ from functools import partial
 import pytest
 import torch
 
+from idemcore.architectures import ARCHITECTURES
 from idemcore.config import OPTIMIZERS, LayerSpec, TrialConfig
 from idemcore.errors import ConfigError
-from idemcore.nets import ARCHITECTURES, build_net
+from idemcore.nets import build_net
 from tests.utils.factories import make_config
 
 config = partial(make_config, learning_rate=0.1, batch_size=50, epochs=3)
@@ -112,8 +113,9 @@ def test_custom_architecture_validation() -> None:
     with pytest.raises(ConfigError, match="positive"):
         LayerSpec(0, 5)
     with pytest.raises(ConfigError, match=r"^algorithm: m1 cannot train the custom"):
-        config(architecture=(LayerSpec(5, 5, bias=True),), algorithm="m1")
+        config(architecture=(LayerSpec(5, 5, activation="tanh"),), algorithm="m1")
     assert config(architecture=(LayerSpec(5, 5, bias=False),), algorithm="m1")
+    assert config(architecture=(LayerSpec(5, 5, bias=True),), algorithm="m1")  # bias frozen
 
 
 def test_named_architectures_match_the_note() -> None:

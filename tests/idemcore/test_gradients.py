@@ -1,7 +1,8 @@
 """Gradients of `ordinary` and `modified` against independent formulas.
 
-Each step's gradient is recovered from the SGD update, g = (p_before - p_after) / lr, in
-float64, so the tests check what training actually applies.
+Each step's gradient is what the training step hands to the optimizer
+(tests/idemcore/stacked.py), in float64; the drop-in losses and ``gradient_with_graph``
+are held equal to it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, vjp
 
-from idemcore.algorithms import Algorithm, Modified, Ordinary
+from idemcore.losses import gradient_with_graph, idempotent_loss, modified_loss
 from idemcore.nets import build_net
+from tests.idemcore.stacked import step_gradient
 
 F64 = torch.float64
 
@@ -21,15 +23,14 @@ def batch(m: int, d: int, seed: int) -> torch.Tensor:
     return torch.randn(m, d, generator=torch.Generator().manual_seed(1000 + seed), dtype=F64)
 
 
-def applied_gradient(algo: Algorithm, net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The gradient one step applies: (before - after) / lr."""
-    lr = 0.5
-    before = [p.detach().clone() for p in net.parameters()]
-    algo.step(net, x, lr)
-    return [(b - p.detach()) / lr for b, p in zip(before, net.parameters(), strict=True)]
+def applied_gradient(algo: str, net: nn.Module, x: torch.Tensor, arch: str) -> list[torch.Tensor]:
+    """The gradient one training step applies (every parameter updated)."""
+    _, grads = step_gradient(algo, net, arch, x)
+    assert all(g is not None for g in grads)
+    return [g for g in grads if g is not None]
 
 
-def idempotent_loss(
+def functional_loss(
     params: dict[str, torch.Tensor], net: nn.Module, x: torch.Tensor
 ) -> torch.Tensor:
     """E = mean((n(y) - y)^2), y = n(x), as a pure function of the parameters."""
@@ -45,7 +46,7 @@ def test_ordinary_loss_passes_gradcheck(arch: str) -> None:
     values = tuple(p.detach().clone().requires_grad_() for p in net.parameters())
 
     def loss(*ps: torch.Tensor) -> torch.Tensor:
-        return idempotent_loss(dict(zip(names, ps, strict=True)), net, x)
+        return functional_loss(dict(zip(names, ps, strict=True)), net, x)
 
     assert torch.autograd.gradcheck(loss, values, eps=1e-6, atol=1e-8)
 
@@ -65,7 +66,7 @@ def test_ordinary_n1_equals_closed_form(seed: int, m: int) -> None:
     z = y @ w.T
     r = 2 * (z - y) / (m * 5)
     expected = r.T @ y + (r @ w - r).T @ x
-    (grad,) = applied_gradient(Ordinary(), net, x)
+    (grad,) = applied_gradient("ordinary", net, x, "N1")
     torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -81,13 +82,13 @@ def test_ordinary_n3_matches_finite_differences() -> None:
     net = build_net("N3", seed=4, dtype=F64)
     x = batch(8, 5, 4)
     params = {n: p.detach().clone() for n, p in net.named_parameters()}
-    grads = applied_gradient(Ordinary(), build_net("N3", seed=4, dtype=F64), x)
+    grads = applied_gradient("ordinary", net, x, "N3")
     h = 1e-6
     for (name, value), grad in zip(params.items(), grads, strict=True):
         numeric = torch.zeros_like(value)
         for i in range(value.numel()):
-            plus = idempotent_loss({**params, name: bumped(value, i, h)}, net, x)
-            minus = idempotent_loss({**params, name: bumped(value, i, -h)}, net, x)
+            plus = functional_loss({**params, name: bumped(value, i, h)}, net, x)
+            minus = functional_loss({**params, name: bumped(value, i, -h)}, net, x)
             numeric.view(-1)[i] = (plus - minus) / (2 * h)
         torch.testing.assert_close(grad, numeric, rtol=1e-6, atol=1e-9)
 
@@ -108,7 +109,7 @@ def test_modified_gradient_is_vjp_with_note_cotangent(arch: str, seed: int, m: i
     cotangent = -(3 * y2 - 2 * y3 - y) / m
     _, pullback = vjp(lambda p: functional_call(net, p, (x,)), params)
     (expected,) = pullback(cotangent)
-    grads = applied_gradient(Modified(), net, x)
+    grads = applied_gradient("modified", net, x, arch)
     for name, grad in zip(params, grads, strict=True):
         torch.testing.assert_close(grad, expected[name], rtol=1e-10, atol=1e-12)
 
@@ -116,12 +117,38 @@ def test_modified_gradient_is_vjp_with_note_cotangent(arch: str, seed: int, m: i
 def test_modified_loss_value_is_e() -> None:
     """Both algorithms report the same E for the same parameters and batch."""
     x = batch(32, 5, 9)
-    losses = [
-        algo.step(build_net("N3", seed=9, dtype=F64), x, 0.1) for algo in (Modified(), Ordinary())
-    ]
     net = build_net("N3", seed=9, dtype=F64)
     with torch.no_grad():
         y = net(x)
         expected = torch.mean((net(y) - y) ** 2)
-    for loss in losses:
+    for algo in ("modified", "ordinary"):
+        loss, _ = step_gradient(algo, net, "N3", x)
         torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("algo", ["ordinary", "modified"])
+@pytest.mark.parametrize("arch", ["N1", "N2", "N3", "B1"])
+def test_gradient_with_graph_equals_the_training_step(algo: str, arch: str) -> None:
+    """``idem graph``'s gradients (built with create_graph) are the training step's."""
+    net = build_net(arch, seed=5, dtype=F64)
+    x = batch(9, 5, 5)
+    graphed = gradient_with_graph(net, x, algo)
+    assert all(g.requires_grad for g in graphed)  # a graph to render
+    for got, want in zip(graphed, applied_gradient(algo, net, x, arch), strict=True):
+        torch.testing.assert_close(got.detach(), want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["N1", "N2", "N3", "B1"])
+def test_drop_in_losses_give_the_training_step(arch: str) -> None:
+    """loss.backward() through modified_loss / idempotent_loss leaves the training
+    step's gradients in .grad, and the loss value is E."""
+    x = batch(11, 5, 6)
+    for algo, loss_fn in (("modified", modified_loss), ("ordinary", idempotent_loss)):
+        net = build_net(arch, seed=6, dtype=F64)
+        loss = loss_fn(net, net(x))
+        loss.backward()
+        step_loss, want = step_gradient(algo, net, arch, x)
+        torch.testing.assert_close(loss.detach(), step_loss, rtol=1e-12, atol=0)
+        for p, g in zip(net.parameters(), want, strict=True):
+            assert p.grad is not None and g is not None
+            torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)

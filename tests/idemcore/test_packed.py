@@ -8,7 +8,7 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from idemcore import packed_run
+from idemcore import train
 from idemcore.config import TrialConfig
 from idemcore.packed import (
     MAX_AUTO_PACK,
@@ -106,6 +106,7 @@ CASES = [
     ("N3", "modified"),
     ("B1", "ordinary"),
     ("B1", "modified"),
+    ("B1", "m1"),
 ]
 
 
@@ -123,21 +124,22 @@ def test_chunked_passes_equal_one_pass(
     """A batch of 16 passed 5 samples at a time (5, 5, 5, 1: the last chunk short) gives
     the unpacked run's records: the chunks' gradients and squared residuals are summed
     before the one update. (The tests' other batches fit in one chunk.)"""
-    monkeypatch.setattr(packed_run, "chunk_size", lambda *_: 5)
+    monkeypatch.setattr(train, "chunk_size", lambda *_: 5)
     cfgs = members(base(arch, algorithm, epochs=20, data="gaussian-fixed"))
     pt = PackedTraining(cfgs)
-    assert pt._batched is not None and pt._batched._chunk == 5
+    assert pt._chunk == 5
     assert_members_match_alone(cfgs, 1e-9, f"{arch}/{algorithm} chunked")
 
 
 def test_chunk_sizes() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert packed_run.chunk_size(20, 10, gpu) is None  # a GPU takes the batch at once
-    assert packed_run.chunk_size(20, 10, cpu) == packed_run.CHUNK_ELEMENTS // 200
-    assert packed_run.chunk_size(10_000, 128, cpu) == packed_run.MIN_CHUNK
+    assert train.chunk_size(20, 10, gpu) is None  # a GPU takes the batch at once
+    assert train.chunk_size(20, 10, cpu) == train.CHUNK_ELEMENTS // 200
+    assert train.chunk_size(10_000, 128, cpu) == train.MIN_CHUNK
     assert chunks(10, None) == [slice(0, 10)]
     assert chunks(10, 10) == [slice(0, 10)]
     assert chunks(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert train.chunk_size(1, 4096, cpu) is None  # wide nets: matrix products, one pass
 
 
 @pytest.mark.parametrize(
@@ -154,8 +156,21 @@ def test_packed_equals_unpacked_variants(kw: dict[str, object]) -> None:
     assert_members_match_alone(cfgs, 1e-9, str(kw))
 
 
-def test_diverging_member_leaves_others_untouched() -> None:
-    cfgs = members(base("N2", "ordinary", epochs=30), lrs=(0.05, 1e6, 0.01))
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("arch,algorithm", [("N1", "modified"), ("N3", "ordinary"), ("B1", "m1")])
+def test_packed_equals_unpacked_for_every_optimizer(
+    arch: str, algorithm: str, optimizer: str
+) -> None:
+    """Per-member optimizer state: a pack of three with three learning rates gives each
+    member's run alone (float64, 1e-9), chunked passes included."""
+    cfgs = members(base(arch, algorithm, epochs=20, optimizer=optimizer))
+    assert_members_match_alone(cfgs, 1e-9, f"{arch}/{algorithm}/{optimizer}")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_diverging_member_leaves_others_untouched(optimizer: str) -> None:
+    lrs = (0.05, 1e6, 0.01) if optimizer != "adam" else (0.005, 1e60, 0.001)
+    cfgs = members(base("N2", "ordinary", epochs=30, optimizer=optimizer), lrs=lrs)
     per_member, results = run_packed(cfgs)
     assert results[1].diverged
     bad = per_member[1]

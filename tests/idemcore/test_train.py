@@ -8,11 +8,21 @@ from functools import partial
 import pytest
 import torch
 
+from idemcore.architectures import LayerSpec
 from idemcore.config import TrialConfig
 from idemcore.errors import ConfigError
-from idemcore.metrics import EpochMetrics, affine_trace, jacobian_trace
+from idemcore.metrics import hutchinson_probes
 from idemcore.nets import build_net
+from idemcore.packed_engine import (
+    StackedNet,
+    affine_trace,
+    idempotent_error,
+    identity_image,
+    image_dim,
+    jacobian_trace,
+)
 from idemcore.train import Training, train
+from tests.idemcore.stacked import columns, stack
 from tests.utils.factories import make_config
 
 
@@ -107,8 +117,9 @@ def test_huge_learning_rate_ends_as_diverged(arch: str, algorithm: str) -> None:
 
 
 def test_m1_on_n2_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match=r"^algorithm: m1 .*single bias-free square linear"):
+    with pytest.raises(ConfigError, match=r"^algorithm: m1 .*single square linear layer"):
         small(architecture="N2", algorithm="m1")
+    assert small(architecture="B1", algorithm="m1").algorithm == "m1"  # bias frozen
 
 
 def test_records_threshold_and_fields() -> None:
@@ -139,15 +150,36 @@ def brute_jacobian_trace(net: torch.nn.Module, points: torch.Tensor) -> torch.Te
 def test_jacobian_trace_matches_full_jacobian(arch: str) -> None:
     net = build_net(arch, seed=2, dtype=torch.float64)
     points = torch.randn(7, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    torch.testing.assert_close(jacobian_trace(net, points), brute_jacobian_trace(net, points))
+    got = jacobian_trace(stack(net, arch), columns(points))[0]
+    torch.testing.assert_close(got, brute_jacobian_trace(net, points))
+
+
+def brute_probe_trace(net: torch.nn.Module, points: torch.Tensor, probes: torch.Tensor):
+    """Independent: mean_k v_kᵀ J v_k with each point's full Jacobian J."""
+    out = []
+    for point, vs in zip(points, probes, strict=True):
+        jac = torch.autograd.functional.jacobian(net, point)
+        out.append(torch.einsum("kd,de,ke->k", vs, jac, vs).mean())
+    return torch.stack(out)
+
+
+def test_hutchinson_forward_mode_equals_probe_formula() -> None:
+    """The stacked forward-mode pass gives exactly mean_k v_kᵀ J v_k for given probes."""
+    arch = (LayerSpec(6, 9, True, "tanh"), LayerSpec(9, 6, True, "tanh"))
+    net = build_net(arch, seed=1, dtype=torch.float64)
+    points = torch.randn(3, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    probes = hutchinson_probes(1, 3, 6, torch.float64)  # (p, K, d)
+    stacked = StackedNet.from_nets([net], arch)
+    got = jacobian_trace(stacked, columns(points), probes.unsqueeze(0))[0]
+    torch.testing.assert_close(got, brute_probe_trace(net, points, probes), rtol=1e-12, atol=1e-12)
 
 
 def test_hutchinson_estimate_is_unbiased_on_average() -> None:
     net = build_net("N3", seed=1, dtype=torch.float64)
     points = torch.randn(4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     g = torch.Generator().manual_seed(5)
-    probes = (torch.randint(0, 2, (4, 4000, 5), generator=g) * 2 - 1).to(torch.float64)
-    estimate = jacobian_trace(net, points, probes)
+    probes = (torch.randint(0, 2, (1, 4, 4000, 5), generator=g) * 2 - 1).to(torch.float64)
+    estimate = jacobian_trace(stack(net, "N3"), columns(points), probes)[0]
     torch.testing.assert_close(estimate, brute_jacobian_trace(net, points), rtol=0, atol=0.05)
 
 
@@ -158,18 +190,21 @@ def test_affine_trace_equals_trace_of_weight_product() -> None:
         product = weights[0]
         for w in weights[1:]:
             product = w @ product
-        assert affine_trace(net) == pytest.approx(float(torch.trace(product)), rel=1e-12)
+        got = float(affine_trace(stack(net, arch))[0])
+        assert got == pytest.approx(float(torch.trace(product)), rel=1e-12)
 
 
 def test_epoch_metrics_match_definitions() -> None:
     """norm/trace of n(I), held-out error, train error and image_dim, by their definitions."""
     net = build_net("N3", seed=7, dtype=torch.float64)
+    stacked = stack(net, "N3")
     g = torch.Generator().manual_seed(7)
     x_eval = torch.randn(100, 5, generator=g, dtype=torch.float64)
     x_train = torch.randn(30, 5, generator=g, dtype=torch.float64)
-    norm, trace, err, train_err, idim = EpochMetrics(
-        x_eval, x_train, 7, activation_free=False
-    ).measure(net)
+    norm, trace = (float(v[0]) for v in identity_image(stacked, 5))
+    err = float(idempotent_error(stacked, columns(x_eval), chunk=40)[0])
+    train_err = float(idempotent_error(stacked, columns(x_train))[0])
+    idim = float(image_dim(stacked, columns(x_eval), None, activation_free=False)[0])
     with torch.no_grad():
         image = net(torch.eye(5, dtype=torch.float64))
         y, yt = net(x_eval), net(x_train)
@@ -178,3 +213,29 @@ def test_epoch_metrics_match_definitions() -> None:
         assert err == pytest.approx(float(((net(y) - y) ** 2).mean()), rel=1e-12)
         assert train_err == pytest.approx(float(((net(yt) - yt) ** 2).mean()), rel=1e-12)
     assert idim == pytest.approx(float(brute_jacobian_trace(net, y[:64]).mean()), rel=1e-10)
+
+
+def test_wide_tanh_network_uses_the_seeded_hutchinson_estimate() -> None:
+    """d > 128 with tanh (like N4): image_dim is Hutchinson's estimate with the member
+    seed's probes at the first 64 image points, and is the same in a pack."""
+    arch = (LayerSpec(130, 8, True, "tanh"), LayerSpec(8, 130, True, "tanh"))
+    config = TrialConfig(
+        architecture=arch,
+        algorithm="modified",
+        learning_rate=0.05,
+        samples=20,
+        batch_size=20,
+        epochs=1,
+        seed=3,
+        eval_samples=70,
+        dtype="float64",
+    )
+    run = Training(config)
+    (record,) = list(run.epochs())
+    net = run.net
+    x_eval = run.pack.sources[0].eval_data()
+    with torch.no_grad():
+        y = net(x_eval[:64])
+    probes = hutchinson_probes(3, 64, 130, torch.float64)
+    expected = float(brute_probe_trace(net, y, probes).mean())
+    assert record.image_dim == pytest.approx(expected, rel=1e-10)

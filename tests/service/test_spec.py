@@ -78,15 +78,18 @@ def test_seed_count_means_zero_to_n_minus_one(settings: Settings) -> None:
 
 
 def test_skip_invalid_leaves_out_m1_on_multilayer_nets(settings: Settings) -> None:
+    """m1 takes N1 and B1 (whose bias stays frozen), not the two-layer N2."""
     s = spec(architectures=["N1", "N2", "B1"], algorithms=["m1", "modified"], skip_invalid=True)
     configs, skipped = expand_grid(s, settings)
     assert {(c.architecture, c.algorithm) for c in configs} == {
         ("N1", "m1"),
         ("N1", "modified"),
         ("N2", "modified"),
+        ("B1", "m1"),
         ("B1", "modified"),
     }
-    assert [(p["architecture"], p["algorithm"]) for p in skipped] == [("N2", "m1"), ("B1", "m1")]
+    assert [(p["architecture"], p["algorithm"]) for p in skipped] == [("N2", "m1")]
+    assert skipped[0]["reason"].startswith("m1 applies only to a single square linear layer")
 
 
 def test_m1_on_multilayer_net_without_skip_is_refused_naming_the_pairs(
