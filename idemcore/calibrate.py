@@ -82,19 +82,11 @@ def calibration_config(
 
 
 def first_step_norm(config: TrialConfig) -> float | None:
-    """``||Δθ||`` of the first update of ``config``'s run (None when not finite)."""
-    from idemcore.train import Training, _snapshot, _update_norm
+    """``||Δθ||`` of the first update of ``config``'s run (None when not finite): the
+    training loop's own update (:meth:`idemcore.train.PackedTraining.first_step_norms`)."""
+    from idemcore.train import PackedTraining
 
-    run = Training(config)
-    params = list(run.net.parameters())
-    x = run.data.epoch_data(1)[: config.batch_size]  # (m, d): the first batch of epoch 1
-    before = _snapshot(params)
-    # The training loop's update (Training._epoch): the rule's gradients, the optimizer.
-    _, grads = run.algorithm.gradients(run.net, x)
-    for p, g in zip(params, grads, strict=True):
-        p.grad = g
-    run.optimizer.step()
-    value = float(_update_norm(params, before))
+    value = PackedTraining([config]).first_step_norms()[0]
     return value if math.isfinite(value) else None
 
 

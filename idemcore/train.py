@@ -252,6 +252,17 @@ class PackedTraining:
         for p in self.net.params():
             p[i].zero_()
 
+    @torch.no_grad()
+    def first_step_norms(self) -> list[float]:
+        """Each member's ``||Δθ||`` after one update on its first batch of epoch 1 (the
+        loop's own update; step calibration reads it, :mod:`idemcore.calibrate`)."""
+        before = [p.clone() for p in self.net.params()]
+        batch = self._draw(1)[:, :, : self.configs[0].batch_size]
+        _, grads = gradients(self.net, self.algorithm, batch, self._chunk)
+        self.optimizer.step(grads)
+        norms: list[float] = self._flat_norm_sq(before).sqrt().tolist()
+        return norms
+
     def _epoch(self, epoch: int, steps: int, m: int) -> tuple[list[list[float]], list[bool]]:
         """Train every member one epoch and measure it: per member ``[loss, update_norm,
         norm, trace, idempotent_error, image_dim(, train_idempotent_error)]`` and

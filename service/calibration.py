@@ -183,7 +183,7 @@ def _architecture(request: CalibrateRequest) -> Any:
 
 def parameter_count(architecture: Any) -> int:
     """Trainable parameters of a named or custom architecture."""
-    from idemcore.nets import resolve_layers
+    from idemcore.architectures import resolve_layers
 
     return sum(
         layer.in_features * layer.out_features + (layer.out_features if layer.bias else 0)
@@ -193,7 +193,7 @@ def parameter_count(architecture: Any) -> int:
 
 def check_limits(request: CalibrateRequest, settings: Settings) -> None:
     """The API's bounds on one synchronous calibration (422 naming the field and limit)."""
-    from idemcore.nets import input_dim
+    from idemcore.architectures import input_dim
 
     arch = _architecture(request)
     if request.steps() > MAX_STEPS:
@@ -243,7 +243,7 @@ def _rows(sizes: list[StepSize]) -> list[StepRow]:
 def run_calibration(request: CalibrateRequest) -> CalibrationPublic:
     """Measure the request's steps; the matched pairs, and the suggestion when asked."""
     from idemcore import calibrate
-    from idemcore.nets import input_dim
+    from idemcore.architectures import input_dim
 
     arch = _architecture(request)
     started = time.perf_counter()

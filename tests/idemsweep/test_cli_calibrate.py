@@ -41,7 +41,7 @@ def test_calibrate_json_is_the_api_answer(capsys: pytest.CaptureFixture[str]) ->
     ("args", "message"),
     [
         (["--arch", "Z9", "--lr", "0.1"], "architecture: "),
-        (["--arch", "B1", "--algorithms", "m1", "--lr", "0.1"], "algorithms.0: "),
+        (["--arch", "N2", "--algorithms", "m1", "--lr", "0.1"], "algorithms.0: "),
         (["--arch", "N1", "--lr", "-1"], "learning_rates.0: "),
     ],
 )
