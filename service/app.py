@@ -32,10 +32,11 @@ from service.exceptions import (
     SchemaNotCurrent,
     SpecInvalid,
     SweepFinished,
+    SweepInUse,
     Unauthorized,
 )
 from service.report.cache import ReportCache
-from service.routes import calibrate, health, plots, report, results, sweeps, trials
+from service.routes import calibrate, exports, health, plots, report, results, sweeps, trials
 from service.settings import Settings, get_settings
 from service.store.engine import make_engine, require_current_schema
 
@@ -45,6 +46,7 @@ log = logging.getLogger("idemsweep.api")
 STATUS_FOR: list[tuple[type[IdemError], int]] = [
     (NotFound, 404),
     (SweepFinished, 409),
+    (SweepInUse, 409),
     (DuplicateIdempotencyKey, 409),
     (InvalidTransition, 409),
     (Unauthorized, 401),
@@ -216,11 +218,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_exception_handlers(app)
-    for module in (health, sweeps, trials, results, plots, report, calibrate):
+    for module in (health, sweeps, trials, results, exports, plots, report, calibrate):
         app.include_router(module.router)
     return app

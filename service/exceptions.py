@@ -27,6 +27,10 @@ class SweepFinished(IdemError):
     """The sweep has already finished; it can no longer be cancelled or changed."""
 
 
+class SweepInUse(IdemError):
+    """The sweep cannot be deleted now: it has not finished, or other sweeps reuse its runs."""
+
+
 class InvalidTransition(IdemError):
     """That status change is not allowed."""
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from service.store.records import CurvePoint
 
 Format = Literal["png", "svg"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "svg": "image/svg+xml"}
@@ -20,12 +23,28 @@ MEDIA_TYPES: dict[str, str] = {"png": "image/png", "svg": "image/svg+xml"}
 
 @dataclass(frozen=True)
 class Curve:
-    """One group's mean and std of a metric at each epoch."""
+    """One group's mean and std of a metric at each epoch (over ``n`` runs)."""
 
     label: str
     epochs: list[int]
     mean: list[float | None]
     std: list[float | None]
+    group: dict[str, Any] = field(default_factory=dict)
+    n: list[int] = field(default_factory=list)
+
+
+def group_curves(points: Iterable[CurvePoint]) -> list[Curve]:
+    """The store's per-(group, epoch) points as one curve per group, in the store's order
+    (what the curves figure draws and ``GET /sweeps/{id}/curves`` returns)."""
+    curves: dict[str, Curve] = {}
+    for p in points:
+        label = label_for(p.group)
+        curve = curves.setdefault(label, Curve(label, [], [], [], dict(p.group), []))
+        curve.epochs.append(p.epoch)
+        curve.mean.append(p.mean)
+        curve.std.append(p.std)
+        curve.n.append(p.n)
+    return list(curves.values())
 
 
 def label_for(group: dict[str, Any]) -> str:

@@ -109,6 +109,14 @@ class CancelAccepted(BaseModel):
     cancel_requested: bool = True
 
 
+class SweepDeletedPublic(BaseModel):
+    """The answer to ``DELETE /sweeps/{id}``: what was removed."""
+
+    id: int
+    trials: int = Field(description="trials deleted")
+    epochs: int = Field(description="epoch rows deleted")
+
+
 class ProvenancePublic(BaseModel):
     """What computed a trial's result (``idemcore.provenance.Provenance``; null until the
     trial finished; a reused trial shows its source's)."""
@@ -265,6 +273,60 @@ class EpochsPublic(BaseModel):
     trial_id: int
     stride: int
     data: list[EpochPublic]
+    count: int
+
+
+class SweepEpochPublic(BaseModel):
+    """One epoch row of a sweep: the trial, its config columns and the metrics."""
+
+    trial_id: int
+    architecture: str
+    algorithm: str
+    learning_rate: float
+    samples: int
+    batch_size: int
+    seed: int
+    data: str
+    init: str
+    optimizer: str
+    epoch: int
+    idempotent_error: float | None
+    train_idempotent_error: float | None
+    loss: float | None
+    norm: float | None
+    trace: float | None
+    update_norm: float | None
+    image_dim: float | None
+    seconds: float | None
+
+
+class SweepEpochsPublic(BaseModel):
+    """Every epoch row of a sweep's (filtered) trials, by trial and epoch (streamed)."""
+
+    sweep_id: int
+    data: list[SweepEpochPublic]
+    count: int
+
+
+class CurvePublic(BaseModel):
+    """One group's curve: at each listed epoch, the runs counted, their mean and std."""
+
+    group: dict[str, Any] = Field(description="the group's config fields")
+    label: str = Field(description="the legend label the figure uses")
+    epoch: list[int]
+    n: list[int] = Field(description="succeeded runs with a value at that epoch")
+    mean: list[float | None]
+    std: list[float | None] = Field(description="sample std; null for one run")
+
+
+class CurvesPublic(BaseModel):
+    """The aggregated curves of ``GET /sweeps/{id}/plots/curves.png``, as data."""
+
+    sweep_id: int
+    metric: str
+    by: list[str]
+    stride: int
+    data: list[CurvePublic]
     count: int
 
 

@@ -1,4 +1,5 @@
-"""The API's command-line client (httpx): submit, status, summary, compare, cancel, sweeps.
+"""The API's command-line client: submit, status, summary, compare, cancel, sweeps, export,
+delete; every request goes through ``idemsweep.client.Client`` (the notebook client).
 
 `IDEM_URL` (default http://127.0.0.1:8000) chooses the server and `IDEM_TOKEN` the bearer
 token. Every failure (a malformed spec file, an unreachable server, a 4xx answer) is one
@@ -11,17 +12,12 @@ import argparse
 import io
 import json
 import os
-import sys
-import time
 import uuid
-from pathlib import Path
 from typing import Any
 
+from idemsweep.client import DEFAULT_URL, SUMMARY_BY, Client, ClientError
+from idemsweep.client import read_specs as client_read_specs
 from idemsweep.errors import CliError
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-FINAL = {"succeeded", "failed", "cancelled"}
-SUMMARY_BY = "architecture,algorithm,learning_rate,batch_size"
 
 
 def register(sub: Any) -> None:
@@ -70,96 +66,35 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=sweeps)
 
 
-# --- talking to the server ---------------------------------------------------------
+# --- talking to the server (the HTTP layer is idemsweep.client.Client) -------------
 
 
 def base_url() -> str:
     return os.environ.get("IDEM_URL", DEFAULT_URL).rstrip("/")
 
 
-def _error_text(response: Any) -> str:
-    """One line from an error body: the message, or each field path with its problem."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    detail = body.get("detail") if isinstance(body, dict) else None
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-            text = f"{loc}: {item.get('msg')}" if loc else str(item.get("msg"))
-            parts.append(text)
-        return "; ".join(parts)
-    if detail:
-        return str(detail)
-    return response.reason_phrase or "error"
+def make_client() -> Client:
+    """The notebook client, for `IDEM_URL` with `IDEM_TOKEN`."""
+    return Client(base_url(), token=os.environ.get("IDEM_TOKEN") or None)
 
 
 def call(method: str, path: str, **kwargs: Any) -> Any:
     """One request; returns the decoded JSON. Network failures and 4xx/5xx become one
-    CliError line. A connection failure is retried once (submits carry an
-    Idempotency-Key, so a retry never creates a second sweep)."""
-    import httpx
-
-    headers = dict(kwargs.pop("headers", {}))
-    token = os.environ.get("IDEM_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    url = base_url()
-    transport = httpx.HTTPTransport(retries=1)
-    try:
-        with httpx.Client(base_url=url, timeout=60.0, transport=transport) as client:
-            response = client.request(method, path, headers=headers, **kwargs)
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
-    if response.status_code >= 400:
-        raise CliError(f"{response.status_code}: {_error_text(response)}")
-    return response.json()
-
-
-# --- reading a spec ----------------------------------------------------------------
+    CliError line (the API's message)."""
+    with make_client() as client:
+        try:
+            return client.request(method, path, **kwargs)
+        except ClientError as exc:
+            raise CliError(str(exc)) from None
 
 
 def read_specs(path: str) -> list[dict[str, Any]]:
-    """The spec file's sweeps as dicts (``.json``, or ``.yaml``/``.yml`` with one or more
-    ``---``-separated documents, one sweep each); one-line errors."""
-    p = Path(path)
+    """The spec file's sweeps as dicts (see ``idemsweep.client.read_specs``); one-line
+    errors."""
     try:
-        text = p.read_text()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{path}: not a UTF-8 text file") from None
-    if p.suffix == ".json":
-        try:
-            docs = [json.loads(text)]
-        except json.JSONDecodeError as exc:
-            raise CliError(f"{path}: invalid JSON: {exc}") from None
-    elif p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "cannot parse"
-            raise CliError(f"{path}: invalid YAML{where}: {problem}") from None
-    else:
-        raise CliError(f"{path}: the spec must be a .json, .yaml or .yml file")
-    if not docs:
-        raise CliError(f"{path}: the file holds no spec")
-    for data in docs:
-        if not isinstance(data, dict):
-            raise CliError(
-                f"{path}: the spec must be a mapping of fields, got {type(data).__name__}"
-            )
-        try:  # YAML can hold what JSON cannot (recursive anchors, dates): refuse it here
-            json.dumps(data)
-        except (TypeError, ValueError) as exc:
-            raise CliError(f"{path}: the spec must be plain JSON-like data: {exc}") from None
-    return docs
+        return client_read_specs(path)
+    except ClientError as exc:
+        raise CliError(str(exc)) from None
 
 
 # --- output ------------------------------------------------------------------------
@@ -230,25 +165,13 @@ def submit(args: argparse.Namespace) -> int:
     return code
 
 
-def _finished(sweep: dict[str, Any]) -> int:
-    counts = sweep.get("trials_by_status", {})
-    return sum(n for s, n in counts.items() if s not in ("pending", "running"))
-
-
 def wait_for(sweep_id: int, interval: float) -> dict[str, Any]:
     """Poll the sweep until it ends, with a progress bar on stderr."""
-    from tqdm import tqdm
-
-    sweep = call("GET", f"/sweeps/{sweep_id}")
-    with tqdm(total=sweep["trial_count"], unit="trial", file=sys.stderr) as bar:
-        while True:
-            bar.n = _finished(sweep)
-            bar.set_postfix_str(sweep["status"])
-            bar.refresh()
-            if sweep["status"] in FINAL:
-                return dict(sweep)
-            time.sleep(interval)
-            sweep = call("GET", f"/sweeps/{sweep_id}")
+    with make_client() as client:
+        try:
+            return client.wait(sweep_id, progress=True, interval=interval)
+        except ClientError as exc:
+            raise CliError(str(exc)) from None
 
 
 def status(args: argparse.Namespace) -> int:

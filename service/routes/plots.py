@@ -1,4 +1,5 @@
-"""Plots of a sweep: curves (mean ± std bands per group) and per-run distributions."""
+"""Plots of a sweep: curves (mean ± std bands per group, also as JSON) and per-run
+distributions."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 
 from service.deps import ReadSessionDep
-from service.plots import MEDIA_TYPES, Curve, curves_figure, distribution_figure, label_for
+from service.plots import (
+    MEDIA_TYPES,
+    Curve,
+    curves_figure,
+    distribution_figure,
+    group_curves,
+    label_for,
+)
 from service.routes.report import ERROR_SCHEMA
 from service.routes.results import check_metric, parse_by
+from service.schemas import CurvePublic, CurvesPublic, ErrorPublic
 from service.store import queries
 
 router = APIRouter(prefix="/sweeps", tags=["plots"])
@@ -32,31 +41,59 @@ Format = Annotated[Literal["png", "svg"], Query(description="png or svg")]
 MAX_RUNS = 100_000
 
 
-@router.get("/{sweep_id}/plots/curves.png", response_class=Response, responses=IMAGE)
-def curves(
-    sweep_id: int,
-    session: ReadSessionDep,
-    metric: str = "idempotent_error",
-    by: By = "architecture,algorithm",
-    stride: Annotated[int, Query(ge=1, le=100000)] = 1,
-    format: Format = "png",
-) -> Response:
-    """Mean ± std of ``metric`` against epoch for each group (aggregated in SQL)."""
+Metric = Annotated[str, Query(description="a per-epoch metric, e.g. idempotent_error")]
+Stride = Annotated[int, Query(ge=1, le=100000, description="every k-th epoch from 1")]
+
+
+def _curves(
+    session: ReadSessionDep, sweep_id: int, metric: str, by: str, stride: int
+) -> tuple[str, list[str], list[Curve]]:
+    """The sweep's name, the group fields and one curve per group (one home for the
+    figure and the JSON)."""
     fields = parse_by(by)
     check_metric(metric, per_epoch=True)
     sweep = queries.get_sweep(session, sweep_id)
     points = queries.epoch_curves(session, sweep_id, by=fields, metric=metric, stride=stride)
-    curves_by: dict[str, Curve] = {}
-    for p in points:
-        label = label_for(p.group)
-        curve = curves_by.setdefault(label, Curve(label, [], [], []))
-        curve.epochs.append(p.epoch)
-        curve.mean.append(p.mean)
-        curve.std.append(p.std)
-    body = curves_figure(
-        list(curves_by.values()), metric, f"sweep {sweep_id}: {sweep.name}", format
-    )
+    return sweep.name, fields, group_curves(points)
+
+
+@router.get("/{sweep_id}/plots/curves.png", response_class=Response, responses=IMAGE)
+def curves(
+    sweep_id: int,
+    session: ReadSessionDep,
+    metric: Metric = "idempotent_error",
+    by: By = "architecture,algorithm",
+    stride: Stride = 1,
+    format: Format = "png",
+) -> Response:
+    """Mean ± std of ``metric`` against epoch for each group (aggregated in SQL)."""
+    name, _, drawn = _curves(session, sweep_id, metric, by, stride)
+    body = curves_figure(drawn, metric, f"sweep {sweep_id}: {name}", format)
     return Response(body, media_type=MEDIA_TYPES[format])
+
+
+@router.get(
+    "/{sweep_id}/curves",
+    response_model=CurvesPublic,
+    responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}},
+)
+def curves_data(
+    sweep_id: int,
+    session: ReadSessionDep,
+    metric: Metric = "idempotent_error",
+    by: By = "architecture,algorithm",
+    stride: Stride = 1,
+) -> CurvesPublic:
+    """The curves that ``plots/curves.png`` draws, as data: per group, at each epoch,
+    the number of succeeded runs, the mean and the sample std of ``metric``."""
+    _, fields, drawn = _curves(session, sweep_id, metric, by, stride)
+    data = [
+        CurvePublic(group=c.group, label=c.label, epoch=c.epochs, n=c.n, mean=c.mean, std=c.std)
+        for c in drawn
+    ]
+    return CurvesPublic(
+        sweep_id=sweep_id, metric=metric, by=fields, stride=stride, data=data, count=len(data)
+    )
 
 
 @router.get("/{sweep_id}/plots/distribution.png", response_class=Response, responses=IMAGE)

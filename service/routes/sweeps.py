@@ -1,4 +1,4 @@
-"""Sweeps: submit a spec, list and read sweeps, cancel, list a sweep's trials."""
+"""Sweeps: submit a spec, list and read sweeps, cancel, delete, list a sweep's trials."""
 
 from __future__ import annotations
 
@@ -10,20 +10,28 @@ from fastapi.responses import JSONResponse
 from service.deps import ReadSessionDep, SessionDep, SettingsDep, WriteAccess
 from service.exceptions import DuplicateIdempotencyKey
 from service.faultpoints import pause_point
+from service.routes.exports import (
+    EngineDep,
+    Format,
+    TrialFilters,
+    table_response,
+    table_responses,
+)
 from service.schemas import (
     CancelAccepted,
     ErrorPublic,
     SkippedPair,
     SweepCreated,
+    SweepDeletedPublic,
     SweepPublic,
     SweepsPublic,
     TrialPublic,
     TrialsPublic,
 )
 from service.spec import SweepSpec, expand_grid
-from service.store import queries
+from service.store import export, queries
 from service.store import sweeps as store_sweeps
-from service.store.status import SweepStatus, TrialStatus
+from service.store.status import SweepStatus
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
@@ -138,39 +146,47 @@ def cancel_sweep(sweep_id: int, session: SessionDep) -> CancelAccepted:
     return CancelAccepted(id=sweep_id, status=str(status))
 
 
-@router.get("/{sweep_id}/trials", response_model=TrialsPublic, responses={404: ERRORS[404]})
+@router.delete(
+    "/{sweep_id}",
+    response_model=SweepDeletedPublic,
+    dependencies=[WriteAccess],
+    responses={
+        **{k: ERRORS[k] for k in (401, 404)},
+        409: {"model": ErrorPublic, "description": "not finished, or its trials are reused"},
+    },
+)
+def delete_sweep(sweep_id: int, session: SessionDep) -> SweepDeletedPublic:
+    """Delete a finished or cancelled sweep with its trials and their epoch rows, in one
+    transaction. 409 while it is queued or running (cancel it first) and when other
+    sweeps reuse its trials (the message names them: delete those first)."""
+    deleted = store_sweeps.delete_sweep(session, sweep_id)
+    return SweepDeletedPublic(id=deleted.id, trials=deleted.trials, epochs=deleted.epochs)
+
+
+@router.get(
+    "/{sweep_id}/trials", response_model=TrialsPublic, responses=table_responses(TrialsPublic)
+)
 def list_trials(
     sweep_id: int,
     session: ReadSessionDep,
-    status: TrialStatus | None = None,
-    architecture: str | None = None,
-    algorithm: str | None = None,
-    learning_rate: float | None = None,
-    samples: int | None = None,
-    batch_size: int | None = None,
-    seed: int | None = None,
-    init: str | None = None,
-    data: str | None = None,
-    optimizer: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-) -> TrialsPublic:
+    engine: EngineDep,
+    filters: TrialFilters,
+    offset: Annotated[int, Query(ge=0, description="JSON only")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10000, description="JSON only")] = 100,
+    format: Format = "json",
+) -> Any:
     """The sweep's runs with their final metrics (the per-run distribution), filtered by
-    any config field, in id order."""
-    queries.get_sweep(session, sweep_id)  # 404 for an unknown sweep, not an empty page
-    given = {
-        "status": status,
-        "architecture": architecture,
-        "algorithm": algorithm,
-        "learning_rate": learning_rate,
-        "samples": samples,
-        "batch_size": batch_size,
-        "seed": seed,
-        "init": init,
-        "data": data,
-        "optimizer": optimizer,
-    }
-    filters = {k: v for k, v in given.items() if v is not None}
+    any config field, in id order. JSON is paged by ``offset``/``limit``; CSV and Parquet
+    stream every matching trial (the config spread over its columns)."""
+    queries.require_sweep(session, sweep_id)  # 404 for an unknown sweep, not an empty page
+    if format != "json":
+        return table_response(
+            engine,
+            format,
+            export.trial_columns(),
+            lambda s: export.stream_trials(s, sweep_id, filters),
+            filename=f"sweep-{sweep_id}-trials",
+        )
     records, count = queries.list_trials(
         session, sweep_id, filters=filters, offset=offset, limit=limit
     )

@@ -78,7 +78,8 @@ def _check_metric(metric: str, epoch: int | None) -> None:
         raise InvalidQuery(f"unknown {where} metric {metric!r}; expected one of {list(allowed)}")
 
 
-def _require_sweep(session: Session, sweep_id: int) -> None:
+def require_sweep(session: Session, sweep_id: int) -> None:
+    """Raise NotFound unless sweep ``sweep_id`` exists."""
     if session.get(Sweep, sweep_id) is None:
         raise NotFound(f"sweep {sweep_id} not found")
 
@@ -125,19 +126,11 @@ def get_sweep(session: Session, sweep_id: int) -> SweepRecord:
     return sweep_record(sweep, _counts(session, [sweep_id])[sweep_id])
 
 
-def list_trials(
-    session: Session,
-    sweep_id: int,
-    *,
-    filters: Mapping[str, Any] | None = None,
-    offset: int = 0,
-    limit: int = 100,
-) -> tuple[list[TrialRecord], int]:
-    """A page of a sweep's trials (by id) and the total matching ``filters``.
-
-    ``filters`` maps a TRIAL_FIELDS name or ``status`` to a value or a list of values.
-    """
-    _require_sweep(session, sweep_id)
+def trial_conditions(
+    sweep_id: int, filters: Mapping[str, Any] | None = None
+) -> list[ColumnElement[bool]]:
+    """WHERE conditions for the sweep's trials matching ``filters``: a TRIAL_FIELDS name
+    or ``status`` mapped to a value or a list of values (listings and exports share them)."""
     conditions: list[ColumnElement[bool]] = [Trial.sweep_id == sweep_id]
     for name, value in (filters or {}).items():
         if name != "status":
@@ -150,6 +143,23 @@ def list_trials(
             except ValueError as exc:
                 raise InvalidQuery(f"unknown trial status in {values}") from exc
         conditions.append(column.in_(values))
+    return conditions
+
+
+def list_trials(
+    session: Session,
+    sweep_id: int,
+    *,
+    filters: Mapping[str, Any] | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[list[TrialRecord], int]:
+    """A page of a sweep's trials (by id) and the total matching ``filters``.
+
+    ``filters`` maps a TRIAL_FIELDS name or ``status`` to a value or a list of values.
+    """
+    require_sweep(session, sweep_id)
+    conditions = trial_conditions(sweep_id, filters)
     total = int(session.scalar(select(func.count()).select_from(Trial).where(*conditions)) or 0)
     rows = session.scalars(
         select(Trial).where(*conditions).order_by(Trial.id).offset(offset).limit(limit)
@@ -260,7 +270,7 @@ def summary(
     """
     fields = _check_fields(by)
     _check_metric(metric, epoch)
-    _require_sweep(session, sweep_id)
+    require_sweep(session, sweep_id)
     groups = [getattr(Trial, f) for f in fields]
     base = select(*groups).where(Trial.sweep_id == sweep_id)
     base, raw = _value_source(base, Trial, metric, epoch)
@@ -374,7 +384,7 @@ def compare_rows(
     or unfinished trials count.
     """
     _check_metric(metric, epoch)
-    _require_sweep(session, sweep_id)
+    require_sweep(session, sweep_id)
     ta, tb = aliased(Trial), aliased(Trial)
     query = select(
         *[getattr(ta, f) for f in COMPARE_GROUP],
@@ -435,7 +445,7 @@ def epoch_curves(
     _check_metric(metric, 0)
     if stride < 1:
         raise InvalidQuery("stride must be a positive integer")
-    _require_sweep(session, sweep_id)
+    require_sweep(session, sweep_id)
     trials = [
         Trial.sweep_id == sweep_id,
         Trial.status.in_([TrialStatus(s) for s in statuses]),

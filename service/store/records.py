@@ -22,6 +22,15 @@ class SweepCreated:
 
 
 @dataclass(frozen=True)
+class SweepDeleted:
+    """What ``delete_sweep`` removed: the sweep, its trials and their epoch rows."""
+
+    id: int
+    trials: int
+    epochs: int
+
+
+@dataclass(frozen=True)
 class SweepRecord:
     """A sweep with its trial counts; ``progress`` is the finished fraction (0..1)."""
 

@@ -1,19 +1,20 @@
-"""Creating sweeps (with result reuse and Idempotency-Key replay) and cancelling them."""
+"""Creating sweeps (with result reuse and Idempotency-Key replay), cancelling and deleting
+them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from idemcore.config import TrialConfig
-from service.exceptions import DuplicateIdempotencyKey, NotFound, SweepFinished
+from service.exceptions import DuplicateIdempotencyKey, NotFound, SweepFinished, SweepInUse
 from service.store.convert import RESULT_COLUMNS, canonical_hash, trial_row
-from service.store.models import IdempotencyKey, Sweep, Trial, utcnow
-from service.store.records import SweepCreated
+from service.store.models import EpochMetric, IdempotencyKey, Sweep, Trial, utcnow
+from service.store.records import SweepCreated, SweepDeleted
 from service.store.status import SWEEP_FINAL, TRIAL_FINAL, SweepStatus, TrialStatus
 
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
@@ -166,3 +167,51 @@ def cancel_unfinished_trials(session: Session, sweep_id: int) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_sweep(session: Session, sweep_id: int) -> SweepDeleted:
+    """Delete a finished (succeeded, failed or cancelled) sweep with its trials, their
+    epoch rows and its Idempotency-Keys, in the caller's one transaction.
+
+    Refused with SweepInUse (nothing deleted) while the sweep is queued or running, and
+    when trials of other sweeps reuse its trials: a reused trial has no rows of its own
+    and reads its result and curve through ``reused_from``, so deleting the original
+    would empty theirs. The message names those sweeps (delete them first).
+    """
+    sweep = session.scalars(
+        select(Sweep).where(Sweep.id == sweep_id).with_for_update()
+    ).one_or_none()
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    status = SweepStatus(sweep.status)
+    if status not in SWEEP_FINAL:
+        raise SweepInUse(f"sweep {sweep_id} is {status.value}; cancel it first")
+    own = select(Trial.id).where(Trial.sweep_id == sweep_id)
+    # Lock the sweep's trials (PostgreSQL): a concurrent submit reusing one of them
+    # waits for this transaction instead of pointing at a deleted row.
+    session.execute(own.with_for_update()).all()
+    reuser = aliased(Trial)
+    dependents = session.scalars(
+        select(reuser.sweep_id)
+        .where(reuser.reused_from.in_(own), reuser.sweep_id != sweep_id)
+        .distinct()
+        .order_by(reuser.sweep_id)
+    ).all()
+    if dependents:
+        names = ", ".join(str(i) for i in dependents)
+        raise SweepInUse(
+            f"sweep {sweep_id} cannot be deleted: sweep(s) {names} reuse its trials; "
+            "delete those first"
+        )
+    epochs = session.execute(
+        delete(EpochMetric)
+        .where(EpochMetric.trial_id.in_(own))
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    # Its own trials that reuse each other point at rows deleted in the same statement.
+    trials = session.execute(
+        delete(Trial).where(Trial.sweep_id == sweep_id).execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.execute(delete(IdempotencyKey).where(IdempotencyKey.sweep_id == sweep_id))
+    session.execute(delete(Sweep).where(Sweep.id == sweep_id))
+    return SweepDeleted(id=sweep_id, trials=int(trials), epochs=int(epochs))
