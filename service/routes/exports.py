@@ -55,8 +55,8 @@ def trial_filters(
     samples: int | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
-    init: str | None = None,
     data: str | None = None,
+    init: str | None = None,
     optimizer: str | None = None,
 ) -> dict[str, Any]:
     """The trial filters given (status or a config field, each equal to one value)."""
@@ -68,8 +68,8 @@ def trial_filters(
         "samples": samples,
         "batch_size": batch_size,
         "seed": seed,
-        "init": init,
         "data": data,
+        "init": init,
         "optimizer": optimizer,
     }
     return {k: v for k, v in given.items() if v is not None}

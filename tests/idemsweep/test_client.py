@@ -15,9 +15,11 @@ import pytest
 from idemsweep.client import Client, Conflict, InvalidRequest, NotFound, Unreachable
 from service.store import queue
 from service.store.engine import make_engine, session_scope
+from tests.idemsweep.test_cli_client import server
 from tests.service.conftest import SMALL_SPEC
-from tests.service.test_cli import env_for, free_port, idem_here, server
+from tests.utils.cli import env_for, idem_here
 from tests.utils.factories import run_sweep_to_end
+from tests.utils.processes import free_port
 
 __all__ = ["server"]  # the module-scoped `idem api` fixture
 DOCS = Path(__file__).parents[2] / "docs" / "client.md"
