@@ -169,7 +169,7 @@ def list_trials(
 
 def sweep_trials(session: Session, sweep_id: int) -> list[TrialRecord]:
     """Every trial of a sweep in id order: one query, whatever the sweep's size."""
-    _require_sweep(session, sweep_id)
+    require_sweep(session, sweep_id)
     rows = session.scalars(select(Trial).where(Trial.sweep_id == sweep_id).order_by(Trial.id))
     return [trial_record(t) for t in rows]
 
@@ -189,7 +189,7 @@ def sweep_epochs(
     """
     if stride < 1:
         raise InvalidQuery("stride must be a positive integer")
-    _require_sweep(session, sweep_id)
+    require_sweep(session, sweep_id)
     source = func.coalesce(Trial.reused_from, Trial.id)
     query = (
         select(Trial.id, EpochMetric.epoch, *[getattr(EpochMetric, c) for c in EPOCH_COLUMNS])
