@@ -358,7 +358,7 @@ def render_text(result: CalibrationPublic) -> str:
         mapping = ", ".join(
             f"{a}: [{', '.join(f'{r:g}' for r in rates)}]" for a, rates in s.learning_rates.items()
         )
-        console.print(f"  learning_rates: {{{mapping}}}")
+        console.print(f"  learning_rates: {{{mapping}}}", soft_wrap=True)
         for algorithm, ratios_ in s.ratios.items():
             console.print(
                 f"  measured step ratio {algorithm} / {s.reference}: "
