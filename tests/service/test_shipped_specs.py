@@ -38,3 +38,31 @@ def test_multi_document_yaml_is_several_specs(tmp_path: Path) -> None:
     empty.write_text("---\n")
     with pytest.raises(CliError, match="holds no spec"):
         read_specs(str(empty))
+
+
+@pytest.mark.slow
+def test_paper_full_has_matched_step_pairs_for_every_architecture() -> None:
+    """Calibrating on this CPU (one step, seed 0, batch 20): at the rates paper-full gives
+    each algorithm, every architecture N1-N4, B1-B4 has at least two learning-rate pairs
+    whose first steps match within the report's factor (modified, and m1 where it trains,
+    against ordinary)."""
+    from idemcore import calibrate
+    from idemcore.nets import m1_applicable
+
+    docs = read_specs(str(Path(__file__).parents[2] / "specs" / "paper-full.yaml"))
+    seen: dict[str, int] = {}
+    for doc in docs:
+        spec = SweepSpec.model_validate(doc)
+        for arch in spec.architectures:
+            assert isinstance(arch, str)
+            algorithms = [a for a in spec.algorithms if a != "m1" or m1_applicable(arch)]
+            rates = {a: spec.lrs_for(a) for a in algorithms}
+            sizes = calibrate.measure(arch, algorithms, rates, seeds=[0], batch_size=20)
+            steps = calibrate.steps_by_algorithm(sizes)
+            for a in algorithms:
+                if a == "ordinary":
+                    continue
+                pairs = calibrate.matched_pairs(steps[a], steps["ordinary"])
+                assert len(pairs) >= 2, (spec.name, arch, a, pairs)
+                seen[arch] = min(seen.get(arch, len(pairs)), len(pairs))
+    assert sorted(seen) == ["B1", "B2", "B3", "B4", "N1", "N2", "N3", "N4"]
