@@ -36,7 +36,17 @@ from service.exceptions import (
     Unauthorized,
 )
 from service.report.cache import ReportCache
-from service.routes import calibrate, exports, health, plots, report, results, sweeps, trials
+from service.routes import (
+    calibrate,
+    claims,
+    exports,
+    health,
+    plots,
+    report,
+    results,
+    sweeps,
+    trials,
+)
 from service.settings import Settings, get_settings
 from service.store.engine import make_engine, require_current_schema
 
@@ -223,6 +233,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_exception_handlers(app)
-    for module in (health, sweeps, trials, results, exports, plots, report, calibrate):
+    for module in (health, sweeps, trials, results, claims, exports, plots, report, calibrate):
         app.include_router(module.router)
     return app

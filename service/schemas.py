@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from service.comparison import Paired
+    from service.report.claims import ClaimRow
     from service.store.records import EpochRow, SummaryRow, SweepRecord, TrialRecord
 
 Better = Literal["lower", "higher"] | None
@@ -447,7 +448,7 @@ class ClaimRowPublic(PairedPublic):
     batch_size: int = Field(description="batch size m of the batch configuration")
     data: str
     init: str = Field(description="the init label, with its std and gain where they apply")
-    optimizer: str | None = Field(default=None, description="where the sweep varies it")
+    optimizer: str = Field(description="the optimizer (sgd unless the sweep names others)")
     a: str = Field(description="algorithm a (the claim is about a)")
     b: str
     claim: Literal["a", "b"] = Field(
@@ -466,6 +467,29 @@ class ClaimRowPublic(PairedPublic):
     null_map_share: float | None = Field(
         description="share of a's winning pairs where a's run collapsed to the null map"
     )
+
+    @classmethod
+    def from_row(cls, row: ClaimRow) -> ClaimRowPublic:
+        q, s = row.question, row.setting
+        return cls(
+            architecture=s.architecture,
+            samples=s.samples,
+            batch_size=s.batch_size,
+            data=s.data,
+            init=s.init,
+            optimizer=s.optimizer,
+            a=q.a,
+            b=q.b,
+            claim=q.claim.key,
+            metric=q.claim.metric,
+            way=q.way.value,
+            lr_a=q.lr_a,
+            lr_b=q.lr_b,
+            selection_seeds=None if q.selection_seeds is None else list(q.selection_seeds),
+            evaluation_seeds=None if q.evaluation_seeds is None else list(q.evaluation_seeds),
+            null_map_share=row.null_map_share,
+            **cls.stats_of(row.result, row.p_corrected, row.verdict.value),
+        )
 
 
 class ClaimsPublic(BaseModel):

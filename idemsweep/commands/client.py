@@ -1,5 +1,5 @@
-"""The API's command-line client: submit, status, summary, compare, cancel, sweeps, export,
-delete; every request goes through ``idemsweep.client.Client`` (the notebook client).
+"""The API's command-line client: submit, status, summary, compare, claims, cancel, sweeps,
+export, delete; every request goes through ``idemsweep.client.Client`` (the notebook client).
 
 `IDEM_URL` (default http://127.0.0.1:8000) chooses the server and `IDEM_TOKEN` the bearer
 token. Every failure (a malformed spec file, an unreachable server, a 4xx answer) is one
@@ -54,6 +54,11 @@ def register(sub: Any) -> None:
     p.add_argument("--epoch", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     p.set_defaults(handler=compare)
+
+    p = sub.add_parser("claims", help="the report's answer table: each claim, each way")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(handler=claims)
 
     p = sub.add_parser("cancel", help="cancel a sweep")
     p.add_argument("id", type=int)
@@ -226,6 +231,26 @@ def compare(args: argparse.Namespace) -> int:
     )
     stats = [*COMPARE_STATS, "verdict"]
     print(format_table(data["data"], data["by"] + stats))
+    return 0
+
+
+# The columns `idem claims` prints (the setting first, then the engine's numbers).
+CLAIM_COLUMNS = [
+    "architecture", "samples", "batch_size", "data", "init", "optimizer", "a", "b", "claim",
+    "way", "lr_a", "lr_b", *COMPARE_STATS, "verdict", "null_map_share",
+]  # fmt: skip
+
+
+def claims(args: argparse.Namespace) -> int:
+    data = call("GET", f"/sweeps/{args.id}/claims")
+    if args.json:
+        _print_json(data)
+        return 0
+    print(
+        f"sweep {data['sweep_id']}: {data['count']} rows; p Holm-corrected over all rows, "
+        f"alpha {data['alpha']:g}; effect = median log10 ratio (claim a) or epochs (claim b)"
+    )
+    print(format_table(data["data"], CLAIM_COLUMNS))
     return 0
 
 

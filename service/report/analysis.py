@@ -1,34 +1,21 @@
-"""The report's analysis: runs grouped into settings, solution kinds, the claims per setting.
+"""The report's analysis: runs grouped into settings, solution kinds and step sizes.
 
 A *setting* is everything but the algorithm, learning rate and seed: architecture, batch
-configuration (samples n, batch size m), data, initialization and optimizer. Within a setting the
-runs of two algorithms are paired by seed (same seed = same initial weights and data).
+configuration (samples n, batch size m), data, initialization and optimizer. Within a
+setting the runs of two algorithms are paired by seed (same seed = same initial weights and
+data); service.report.claims asks the note's claims of those pairs.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import median
 
-from service.report.claims import (
-    EPOCHS,
-    ERROR,
-    MATCH_FACTOR,
-    Outcome,
-    Pair,
-    answer,
-    best_lr,
-    pair_by_seed,
-)
 from service.report.kinds import KindCounts, count_kinds
 from service.report.model import ReportData
 from service.store.records import TrialRecord
-
-# (a, b) comparisons shown when both algorithms are in a setting: the note's claim first.
-COMPARISONS: tuple[tuple[str, str], ...] = (("modified", "ordinary"), ("m1", "ordinary"))
 
 
 def init_label(trial: TrialRecord) -> str:
@@ -78,25 +65,8 @@ def setting_of(trial: TrialRecord) -> Setting:
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """Algorithm a against b in one setting: each claim answered in every mode."""
-
-    a: str
-    b: str
-    error: tuple[Outcome, ...]  # per learning rate, then "equal lr (all)", best, matched
-    epochs: tuple[Outcome, ...]
-
-    def headline(self, metric: str, mode: str) -> Outcome | None:
-        """The outcome of one mode (pooled over learning rates for 'equal lr')."""
-        for outcome in self.error if metric == ERROR.name else self.epochs:
-            if outcome.mode == mode:
-                return outcome
-        return None
-
-
-@dataclass(frozen=True)
 class SettingAnalysis:
-    """One setting: its runs, solution kinds, first-epoch step sizes and comparisons."""
+    """One setting: its runs, solution kinds and first-epoch step sizes."""
 
     setting: Setting
     trials: tuple[TrialRecord, ...]
@@ -105,7 +75,6 @@ class SettingAnalysis:
     kinds: dict[tuple[str, float], KindCounts]
     kinds_by_algorithm: dict[str, KindCounts]
     steps: dict[tuple[str, float], float | None]
-    comparisons: tuple[Comparison, ...]
     _by_run: dict[tuple[str, float | None], list[TrialRecord]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -133,63 +102,13 @@ def _median_step(data: ReportData, runs: Sequence[TrialRecord]) -> float | None:
     return median(steps) if steps else None
 
 
-def _fmt_lr(lr: float) -> str:
-    return f"{lr:g}"
-
-
-def compare(data: ReportData, a: str, b: str, analysis: SettingAnalysis) -> Comparison:
-    """Answer both claims for ``a`` against ``b`` in one setting."""
-    out: dict[str, list[Outcome]] = {ERROR.name: [], EPOCHS.name: []}
-    t = data.threshold
-    lrs = analysis.learning_rates
-    for metric in (ERROR, EPOCHS):
-        pooled: list[Pair] = []
-        for lr in lrs:
-            pairs = pair_by_seed(analysis.runs(a, lr), analysis.runs(b, lr))
-            pooled += pairs
-            out[metric.name].append(answer("lr", f"lr {_fmt_lr(lr)}", pairs, metric, t))
-        out[metric.name].append(answer("equal lr", "all learning rates", pooled, metric, t))
-        best_a = best_lr({lr: analysis.runs(a, lr) for lr in lrs if analysis.runs(a, lr)}, metric)
-        best_b = best_lr({lr: analysis.runs(b, lr) for lr in lrs if analysis.runs(b, lr)}, metric)
-        if best_a is not None and best_b is not None:
-            pairs = pair_by_seed(analysis.runs(a, best_a), analysis.runs(b, best_b))
-            label = f"{a} at lr {_fmt_lr(best_a)} vs {b} at lr {_fmt_lr(best_b)}"
-            out[metric.name].append(answer("best lr", label, pairs, metric, t))
-        matched, labels = _matched_pairs(analysis, a, b)
-        label = "; ".join(labels) if labels else "no learning rates with matching steps"
-        out[metric.name].append(answer("matched step", label, matched, metric, t))
-    return Comparison(a, b, tuple(out[ERROR.name]), tuple(out[EPOCHS.name]))
-
-
-def _matched_pairs(analysis: SettingAnalysis, a: str, b: str) -> tuple[list[Pair], list[str]]:
-    """For each lr of a, the lr of b whose median first-epoch update norm is nearest (in
-    ratio); kept when within MATCH_FACTOR. Returns the pooled pairs and their labels."""
-    pairs: list[Pair] = []
-    labels: list[str] = []
-    for lr_a in analysis.learning_rates:
-        step_a = analysis.steps.get((a, lr_a))
-        candidates = [
-            (abs(math.log(step_a / s)), lr_b, s)
-            for lr_b in analysis.learning_rates
-            if step_a and (s := analysis.steps.get((b, lr_b)))
-        ]
-        if not candidates or step_a is None:
-            continue
-        dist, lr_b, step_b = min(candidates)
-        if dist > math.log(MATCH_FACTOR):
-            continue
-        pairs += pair_by_seed(analysis.runs(a, lr_a), analysis.runs(b, lr_b))
-        labels.append(f"{_fmt_lr(lr_a)}↔{_fmt_lr(lr_b)} (step ratio {step_a / step_b:.2g})")
-    return pairs, labels
-
-
 def analyse_setting(
     data: ReportData, setting: Setting, trials: list[TrialRecord]
 ) -> SettingAnalysis:
-    """Kinds, step sizes and comparisons for the runs of one setting."""
+    """Kinds and step sizes for the runs of one setting."""
     algorithms = tuple(sorted({t.algorithm for t in trials}, key=_algorithm_order))
     lrs = tuple(sorted({t.learning_rate for t in trials}))
-    index = SettingAnalysis(setting, tuple(trials), algorithms, lrs, {}, {}, {}, ())
+    index = SettingAnalysis(setting, tuple(trials), algorithms, lrs, {}, {}, {})
     kinds = {
         (alg, lr): count_kinds(index.runs(alg, lr), data.threshold)
         for alg in algorithms
@@ -197,13 +116,7 @@ def analyse_setting(
     }
     by_alg = {alg: count_kinds(index.runs(alg), data.threshold) for alg in algorithms}
     steps = {(alg, lr): _median_step(data, index.runs(alg, lr)) for alg in algorithms for lr in lrs}
-    partial = SettingAnalysis(setting, tuple(trials), algorithms, lrs, kinds, by_alg, steps, ())
-    comparisons = tuple(
-        compare(data, a, b, partial) for a, b in COMPARISONS if a in algorithms and b in algorithms
-    )
-    return SettingAnalysis(
-        setting, tuple(trials), algorithms, lrs, kinds, by_alg, steps, comparisons
-    )
+    return SettingAnalysis(setting, tuple(trials), algorithms, lrs, kinds, by_alg, steps)
 
 
 def _algorithm_order(name: str) -> tuple[int, str]:

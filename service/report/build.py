@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.report.analysis import SettingAnalysis, analyse
+from service.report.claims import claim_rows
 from service.report.figures import (
     curves_figure,
     epochs_strip,
@@ -16,20 +17,25 @@ from service.report.figures import (
 )
 from service.report.model import ReportData
 from service.report.page import render_page
+from service.schemas import ClaimRowPublic
 
 
 @dataclass(frozen=True)
 class Report:
-    """The finished report: the HTML page (figures embedded) and each figure's PNG."""
+    """The finished report: the HTML page (figures embedded), each figure's PNG, and the
+    answer table's rows (what ``GET /sweeps/{id}/claims`` returns)."""
 
     html: str
     figures: Mapping[str, bytes]
     settings: tuple[SettingAnalysis, ...]
+    claims: tuple[ClaimRowPublic, ...]
 
 
 def build_report(data: ReportData) -> Report:
     """Analyse the sweep, draw every figure and render the page."""
     settings = analyse(data)
+    rows = claim_rows(settings, data.threshold)
+    public = tuple(ClaimRowPublic.from_row(r) for r in rows)
     images: dict[str, bytes] = {}
     if settings:
         images["kinds.png"] = kinds_figure(settings)
@@ -38,20 +44,8 @@ def build_report(data: ReportData) -> Report:
         images["epochs_strip.png"] = epochs_strip(settings, data.threshold)
         for sa in settings:
             images[f"curves-{sa.setting.slug}.png"] = curves_figure(data, sa)
-    return Report(
-        render_page(data, settings, images) if settings else _empty(data), images, tuple(settings)
-    )
-
-
-def _empty(data: ReportData) -> str:
-    from html import escape
-
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="icon" '
-        f'href="data:,"><title>idemsweep report: sweep {data.sweep.id}</title></head><body>'
-        f"<h1>Sweep {data.sweep.id}: {escape(data.sweep.name)}</h1><p>No runs yet.</p>"
-        "</body></html>\n"
-    )
+    html = render_page(data, settings, images, public)
+    return Report(html, images, tuple(settings), public)
 
 
 def write_report(report: Report, out_dir: str | Path) -> Path:

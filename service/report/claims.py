@@ -1,73 +1,76 @@
-"""The note's two claims as paired comparisons of two algorithms over runs with equal seeds.
+"""The note's two claims as rows of paired comparisons, answered by the comparison engine.
 
 (a) "modified backprop finds as good or better solutions (idempotent error)" and
-(b) "... in fewer epochs", each asked three ways: paired by seed at equal learning rate,
-at each algorithm's best learning rate, and at a matched step size (the learning rates
-whose first-epoch ``update_norm`` agree within a factor of two).
+(b) "... in fewer epochs", for each setting and each comparison of two algorithms, asked
+three ways (:class:`Way`):
 
-A run's error is its final idempotent error; a diverged run's error is +inf. Its epochs
-are ``epochs_to_threshold``; a run that never reached the threshold has +inf epochs.
+- **equal_lr**: pairs by seed at the same learning rate, one row per learning rate both
+  algorithms ran (a row's pairs are distinct seeds, so they are independent);
+- **best_lr**: each algorithm's best learning rate (lowest median value; a missing value is
+  the worst) chosen on the *selection seeds*, the lower half of the setting's seeds, and the
+  comparison run on the *evaluation seeds*, the upper half, so no seed both chooses and
+  judges. With fewer than :data:`MIN_SPLIT_SEEDS` seeds the row says it cannot be asked;
+- **matched_step**: each learning rate of a against the learning rate of b whose median
+  first-epoch ``update_norm`` is nearest, when within :data:`MATCH_FACTOR`; one row each.
+
+Every row is one call of :func:`service.comparison.compare`; Holm's correction runs over
+every row of one answer (one report, one ``/claims`` response). A row that holds with more
+than :data:`NULL_MAP_SHARE` of a's winning pairs being runs of a that collapsed to the null
+map *holds only via null maps*.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from statistics import median
+from typing import Literal
 
+from service import comparison
+from service.comparison import Paired, Verdict
+from service.report.analysis import Setting, SettingAnalysis
 from service.report.kinds import Kind, classify
 from service.store.records import TrialRecord
 
-ERROR_FLOOR = 1e-12  # errors below this are numerically zero (float32 evaluation)
-REL_TOL = 0.01  # two errors within 1% are a tie
-HOLDS = 0.8  # the claim holds when it is true in at least 80% of the decided pairs
-FAILS = 0.5  # ... and fails when true in under half of them
 MATCH_FACTOR = 2.0  # first-epoch update norms within this factor count as matched
+NULL_MAP_SHARE = 0.5  # more than this share of a's wins at the null map: "only via null maps"
+MIN_SPLIT_SEEDS = 4  # best_lr needs two selection and two evaluation seeds at least
+RESULT_STATUSES = ("succeeded", "diverged")  # runs that ended with a result
+# (a, b) comparisons made when both algorithms are in a setting: the note's claim first.
+COMPARISONS: tuple[tuple[str, str], ...] = (("modified", "ordinary"), ("m1", "ordinary"))
 
 
-def error_value(trial: TrialRecord) -> float:
-    """Final idempotent error, +inf for a diverged run (or a missing value)."""
-    if trial.status != "succeeded" or trial.idempotent_error is None:
-        return math.inf
-    return trial.idempotent_error
+class Way(StrEnum):
+    """How a claim is asked: which learning rates are paired."""
 
-
-def epochs_value(trial: TrialRecord) -> float:
-    """Epochs to reach the threshold, +inf when it never did."""
-    if trial.status != "succeeded" or trial.epochs_to_threshold is None:
-        return math.inf
-    return float(trial.epochs_to_threshold)
+    equal_lr = "equal_lr"
+    best_lr = "best_lr"
+    matched_step = "matched_step"
 
 
 @dataclass(frozen=True)
-class Metric:
-    """How one claim reads and compares a run."""
+class Claim:
+    """One of the note's claims: the metric it compares and what it says."""
 
-    name: str  # "idempotent_error" or "epochs_to_threshold"
-    claim: str  # "a" or "b"
-    value: Callable[[TrialRecord], float]
-
-    def outcome(self, va: float, vb: float) -> int:
-        """+1 when a is better, -1 when b is, 0 for a tie."""
-        if va == vb or (va <= ERROR_FLOOR and vb <= ERROR_FLOOR and self.claim == "a"):
-            return 0
-        finite = math.isfinite(va) and math.isfinite(vb)
-        if self.claim == "a" and finite and abs(va - vb) <= REL_TOL * max(va, vb):
-            return 0
-        return 1 if va < vb else -1
-
-    def diff(self, va: float, vb: float) -> float | None:
-        """The paired difference (log10 ratio for errors), None when either is infinite."""
-        if not (math.isfinite(va) and math.isfinite(vb)):
-            return None
-        if self.claim == "a":
-            return math.log10(max(va, ERROR_FLOOR)) - math.log10(max(vb, ERROR_FLOOR))
-        return va - vb
+    key: Literal["a", "b"]
+    metric: str
+    text: str
 
 
-ERROR = Metric("idempotent_error", "a", error_value)
-EPOCHS = Metric("epochs_to_threshold", "b", epochs_value)
+CLAIMS: tuple[Claim, ...] = (
+    Claim("a", "idempotent_error", "as good or better idempotent error"),
+    Claim("b", "epochs_to_threshold", "fewer epochs to the threshold"),
+)
+
+
+def value(trial: TrialRecord, metric: str) -> float | None:
+    """The run's value as the engine reads it (none when it diverged or never reached)."""
+    raw = getattr(trial, metric)
+    return comparison.run_value(
+        None if raw is None else float(raw), trial.status == "diverged", metric
+    )
 
 
 @dataclass(frozen=True)
@@ -79,143 +82,175 @@ class Pair:
     b: TrialRecord
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One claim answered over a set of pairs."""
-
-    mode: str  # "equal lr", "best lr", "matched step"
-    label: str  # e.g. "lr 0.05" or "modified 0.5 vs ordinary 0.1"
-    metric: str
-    pairs: int
-    a_wins: int
-    b_wins: int
-    ties: int
-    undecided: int  # pairs where both runs diverged (a) or neither reached the threshold (b)
-    support_by_null: int  # pairs supporting the claim where a's run is a null map
-    median_diff: float | None
-    p_value: float | None
-    verdict: str
-
-    @property
-    def support(self) -> int:
-        """Pairs where the claim is true: as good or better (a), strictly fewer epochs (b)."""
-        return self.a_wins + self.ties if self.metric == ERROR.name else self.a_wins
-
-    @property
-    def decided(self) -> int:
-        return self.pairs - self.undecided
-
-
-def verdict(support: int, decided: int, by_null: int) -> str:
-    """'holds', 'mixed', 'fails' or 'n/a'; 'holds only via null maps' when most of the
-    supporting pairs are modified runs that collapsed to the null map."""
-    if decided == 0:
-        return "n/a"
-    share = support / decided
-    if share >= HOLDS:
-        return "holds only via null maps" if by_null * 2 > support else "holds"
-    return "fails" if share < FAILS else "mixed"
-
-
-def wilcoxon_p(diffs: Sequence[float]) -> float | None:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences (None if undefined).
-
-    Zero differences are dropped (Wilcoxon's original rule); tied magnitudes get mid-ranks.
-    The p-value is exact: the null distribution of the positive rank sum is counted over
-    all 2^n sign assignments by dynamic programming on doubled (integer) ranks, so it is
-    right for small n and with ties, and fast (scipy's wilcoxon falls back to a slow
-    permutation test with ties).
-    """
-    import numpy as np
-
-    nonzero = [d for d in diffs if d != 0]
-    n = len(nonzero)
-    if n == 0:
-        return None
-    magnitudes = np.abs(np.asarray(nonzero, dtype=float))
-    order = np.argsort(magnitudes, kind="stable")
-    ranks2 = np.empty(n, dtype=np.int64)  # doubled mid-ranks: integers
-    i = 0
-    while i < n:
-        j = i
-        while j + 1 < n and magnitudes[order[j + 1]] == magnitudes[order[i]]:
-            j += 1
-        ranks2[order[i : j + 1]] = i + j + 2  # 2 x mean of ranks i+1 .. j+1
-        i = j + 1
-    total = int(ranks2.sum())
-    counts = np.zeros(total + 1, dtype=float)  # ways to reach each positive rank sum
-    counts[0] = 1.0
-    for r in ranks2:
-        counts[r:] = counts[r:] + counts[: total + 1 - r].copy()
-    observed = int(ranks2[np.asarray(nonzero) > 0].sum())
-    sums = np.arange(total + 1)
-    extreme = np.abs(2 * sums - total) >= abs(2 * observed - total)
-    return float(min(1.0, counts[extreme].sum() / counts.sum()))
-
-
-def answer(
-    mode: str, label: str, pairs: Sequence[Pair], metric: Metric, threshold: float
-) -> Outcome:
-    """Count wins, ties and the median difference of ``metric`` over ``pairs``."""
-    a_wins = b_wins = ties = undecided = by_null = 0
-    diffs: list[float] = []
-    for pair in pairs:
-        va, vb = metric.value(pair.a), metric.value(pair.b)
-        if math.isinf(va) and math.isinf(vb):
-            undecided += 1  # neither diverged run nor never-reached run answers the claim
-            continue
-        result = metric.outcome(va, vb)
-        a_wins += result > 0
-        b_wins += result < 0
-        ties += result == 0
-        supports = result > 0 or (result == 0 and metric is ERROR)
-        if supports and classify(pair.a, threshold) is Kind.null:
-            by_null += 1
-        d = metric.diff(va, vb)
-        if d is not None:
-            diffs.append(d)
-    support = a_wins + ties if metric is ERROR else a_wins
-    return Outcome(
-        mode=mode,
-        label=label,
-        metric=metric.name,
-        pairs=len(pairs),
-        a_wins=a_wins,
-        b_wins=b_wins,
-        ties=ties,
-        undecided=undecided,
-        support_by_null=by_null,
-        median_diff=median(diffs) if diffs else None,
-        p_value=wilcoxon_p(diffs),
-        verdict=verdict(support, len(pairs) - undecided, by_null),
-    )
-
-
-def pair_by_seed(a_runs: Sequence[TrialRecord], b_runs: Sequence[TrialRecord]) -> list[Pair]:
-    """Pairs of final runs with the same seed (unfinished runs are left out)."""
-    final = ("succeeded", "diverged")
-    b_by_seed = {t.seed: t for t in b_runs if t.status in final}
+def pair_by_seed(
+    a_runs: Sequence[TrialRecord],
+    b_runs: Sequence[TrialRecord],
+    seeds: Collection[int] | None = None,
+) -> list[Pair]:
+    """Pairs of runs that ended with a result and share a seed (in ``seeds`` if given)."""
+    b_by_seed = {t.seed: t for t in b_runs if t.status in RESULT_STATUSES}
     return [
         Pair(t.seed, t, b_by_seed[t.seed])
         for t in sorted(a_runs, key=lambda t: t.seed)
-        if t.status in final and t.seed in b_by_seed
+        if t.status in RESULT_STATUSES
+        and t.seed in b_by_seed
+        and (seeds is None or t.seed in seeds)
     ]
 
 
-def median_value(runs: Sequence[TrialRecord], metric: Metric) -> float:
-    """Median of ``metric`` over runs (+inf counts as the worst value)."""
-    values = [metric.value(t) for t in runs if t.status in ("succeeded", "diverged")]
-    return median(values) if values else math.inf
-
-
-def best_lr(by_lr: dict[float, list[TrialRecord]], metric: Metric) -> float | None:
-    """The learning rate with the best median ``metric`` (ties: fewer infinite, smaller lr)."""
-    if not by_lr:
-        return None
+def best_lr(
+    runs_by_lr: dict[float, list[TrialRecord]], metric: str, seeds: Collection[int]
+) -> float | None:
+    """The learning rate whose runs on ``seeds`` have the lowest median value (a missing
+    value is the worst; ties: fewer missing values, then the smaller rate)."""
 
     def key(lr: float) -> tuple[float, int, float]:
-        runs = by_lr[lr]
-        infinite = sum(1 for t in runs if math.isinf(metric.value(t)))
-        return (median_value(runs, metric), infinite, lr)
+        values = [
+            math.inf if (v := value(t, metric)) is None else v
+            for t in runs_by_lr[lr]
+            if t.seed in seeds and t.status in RESULT_STATUSES
+        ]
+        if not values:
+            return (math.inf, len(seeds) + 1, lr)
+        return (median(values), sum(math.isinf(v) for v in values), lr)
 
-    return min(by_lr, key=key)
+    return min(runs_by_lr, key=key) if runs_by_lr else None
+
+
+def split_seeds(seeds: Collection[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Selection seeds (the lower half, sorted) and evaluation seeds (the upper half)."""
+    ordered = sorted(set(seeds))
+    half = len(ordered) // 2
+    return tuple(ordered[:half]), tuple(ordered[half:])
+
+
+@dataclass(frozen=True)
+class Question:
+    """One row before the test: which pairs answer which claim, asked which way."""
+
+    setting: Setting
+    a: str
+    b: str
+    claim: Claim
+    way: Way
+    lr_a: float | None
+    lr_b: float | None
+    pairs: tuple[Pair, ...]
+    selection_seeds: tuple[int, ...] | None = None
+    evaluation_seeds: tuple[int, ...] | None = None
+    askable: bool = True
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """One row of the answer table (``GET /sweeps/{id}/claims`` returns these)."""
+
+    question: Question
+    result: Paired
+    p_corrected: float | None
+    verdict: Verdict
+    null_map_share: float | None
+
+    @property
+    def setting(self) -> Setting:
+        return self.question.setting
+
+
+def _matched(sa: SettingAnalysis, a: str, b: str) -> list[tuple[float, float]]:
+    """(lr_a, lr_b) pairs: for each rate of a, b's rate with the nearest median first-epoch
+    update norm (in ratio), kept when within MATCH_FACTOR."""
+    out = []
+    for lr_a in sa.learning_rates:
+        step_a = sa.steps.get((a, lr_a))
+        if not step_a:
+            continue
+        candidates = [
+            (abs(math.log(step_a / s)), lr_b)
+            for lr_b in sa.learning_rates
+            if (s := sa.steps.get((b, lr_b)))
+        ]
+        if candidates and (best := min(candidates))[0] <= math.log(MATCH_FACTOR):
+            out.append((lr_a, best[1]))
+    return out
+
+
+def _question(
+    sa: SettingAnalysis,
+    a: str,
+    b: str,
+    claim: Claim,
+    way: Way,
+    lrs: tuple[float, float] | None,
+    split: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+) -> Question:
+    """The pairs of a at ``lrs[0]`` and b at ``lrs[1]`` (on the evaluation seeds of
+    ``split``); no learning rates: the question cannot be asked."""
+    if lrs is None:
+        return Question(sa.setting, a, b, claim, way, None, None, (), askable=False)
+    lr_a, lr_b = lrs
+    selection, evaluation = split if split else (None, None)
+    pairs = pair_by_seed(sa.runs(a, lr_a), sa.runs(b, lr_b), evaluation)
+    return Question(sa.setting, a, b, claim, way, lr_a, lr_b, tuple(pairs), selection, evaluation)
+
+
+def questions(sa: SettingAnalysis, a: str, b: str) -> list[Question]:
+    """Every question of one comparison in one setting, both claims, every way."""
+    shared = [lr for lr in sa.learning_rates if sa.runs(a, lr) and sa.runs(b, lr)]
+    split = split_seeds({t.seed for t in sa.trials if t.algorithm in (a, b)})
+    lrs_a = {lr: sa.runs(a, lr) for lr in sa.learning_rates if sa.runs(a, lr)}
+    lrs_b = {lr: sa.runs(b, lr) for lr in sa.learning_rates if sa.runs(b, lr)}
+    out: list[Question] = []
+    for claim in CLAIMS:
+        out += [_question(sa, a, b, claim, Way.equal_lr, (lr, lr)) for lr in shared]
+        best_a = best_lr(lrs_a, claim.metric, split[0])
+        best_b = best_lr(lrs_b, claim.metric, split[0])
+        honest = len(split[0]) + len(split[1]) >= MIN_SPLIT_SEEDS
+        if honest and best_a is not None and best_b is not None:
+            out.append(_question(sa, a, b, claim, Way.best_lr, (best_a, best_b), split))
+        else:
+            out.append(_question(sa, a, b, claim, Way.best_lr, None))
+        out += [_question(sa, a, b, claim, Way.matched_step, m) for m in _matched(sa, a, b)]
+    return out
+
+
+def null_map_share(q: Question, result: Paired, threshold: float) -> float | None:
+    """The share of a's winning pairs whose run of a ended at the null map."""
+    wins = [p for p, s in zip(q.pairs, result.signs, strict=True) if s > 0]
+    if not wins:
+        return None
+    return sum(classify(p.a, threshold) is Kind.null for p in wins) / len(wins)
+
+
+def answer(qs: Sequence[Question], threshold: float) -> list[ClaimRow]:
+    """Run the engine on every question; Holm over all of them; the verdicts."""
+    results = [
+        comparison.compare(
+            [value(p.a, q.claim.metric) for p in q.pairs],
+            [value(p.b, q.claim.metric) for p in q.pairs],
+            q.claim.metric,
+        )
+        for q in qs
+    ]
+    corrected = comparison.holm(
+        [r.p if q.askable else None for q, r in zip(qs, results, strict=True)]
+    )
+    rows = []
+    for q, r, pc in zip(qs, results, corrected, strict=True):
+        share = null_map_share(q, r, threshold)
+        v = comparison.verdict(r, pc) if q.askable else Verdict.not_asked
+        if v is Verdict.holds and share is not None and share > NULL_MAP_SHARE:
+            v = Verdict.holds_via_null_maps
+        rows.append(ClaimRow(q, r, pc, v, share))
+    return rows
+
+
+def claim_rows(settings: Sequence[SettingAnalysis], threshold: float) -> list[ClaimRow]:
+    """The whole answer table: every setting, comparison, claim and way, in order."""
+    qs = [
+        q
+        for sa in settings
+        for a, b in COMPARISONS
+        if a in sa.algorithms and b in sa.algorithms
+        for q in questions(sa, a, b)
+    ]
+    return answer(qs, threshold)

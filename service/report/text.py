@@ -1,52 +1,79 @@
-"""The answer as plain text (printed by `idem report` and `make run`)."""
+"""The answer at a glance, from the claim rows: the page's summary table and the plain text
+printed by `idem report` and `make run`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from service.report.analysis import SettingAnalysis
-from service.report.claims import EPOCHS, ERROR, Outcome
-from service.report.kinds import Kind
+from service.comparison import Verdict
+from service.report.analysis import Setting
+from service.report.claims import CLAIMS, Way
+from service.schemas import ClaimRowPublic
 
-MODES = ("equal lr", "best lr", "matched step")
+# Short forms of the verdicts for the terminal.
 SHORT = {
-    "holds": "holds",
-    "holds only via null maps": "null-maps",
-    "mixed": "mixed",
-    "fails": "FAILS",
-    "n/a": "n/a",
+    Verdict.holds: "holds",
+    Verdict.holds_via_null_maps: "null-maps",
+    Verdict.fails: "FAILS",
+    Verdict.no_difference: "n.d.",
+    Verdict.no_pairs: "no pairs",
+    Verdict.not_asked: "too few seeds",
 }
 
 
-def _cell(outcome: Outcome | None) -> str:
-    if outcome is None or outcome.decided == 0:
-        return "n/a"
-    return f"{SHORT.get(outcome.verdict, outcome.verdict)} {outcome.support}/{outcome.decided}"
+def row_setting(row: ClaimRowPublic) -> Setting:
+    """The setting a claim row belongs to."""
+    return Setting(row.architecture, row.samples, row.batch_size, row.data, row.init, row.optimizer)
 
 
-def verdict_lines(settings: Sequence[SettingAnalysis]) -> list[str]:
-    """One line per setting and comparison: each claim in each mode, and the kinds."""
-    header = (
-        f"{'setting':<24} {'a vs b':<20} "
-        + " ".join(f"{'(a) ' + m:<19}" for m in MODES)
-        + " "
-        + " ".join(f"{'(b) ' + m:<19}" for m in MODES)
-        + " null maps a/b   real projections a/b"
+@dataclass
+class Glance:
+    """One setting and comparison: the verdicts of its rows per (claim, way)."""
+
+    setting: Setting
+    a: str
+    b: str
+    cells: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def verdicts(self, claim: str, way: str) -> list[str]:
+        return self.cells.get((claim, way), [])
+
+
+def glance(rows: Sequence[ClaimRowPublic]) -> list[Glance]:
+    """The rows grouped by setting and comparison, in row order."""
+    out: dict[tuple[Setting, str, str], Glance] = {}
+    for row in rows:
+        s = row_setting(row)
+        g = out.setdefault((s, row.a, row.b), Glance(s, row.a, row.b))
+        g.cells.setdefault((row.claim, row.way), []).append(row.verdict)
+    return list(out.values())
+
+
+def tally(verdicts: Sequence[str], short: bool = False) -> str:
+    """'holds' for one row; for several (one per learning rate) 'holds 2/3 · fails 1/3'."""
+    names = [SHORT.get(Verdict(v), v) if short else v for v in verdicts]
+    if not names:
+        return "–"
+    if len(names) == 1:
+        return names[0]
+    counts = {v: names.count(v) for v in dict.fromkeys(names)}
+    return " · ".join(f"{v} {c}/{len(names)}" for v, c in counts.items())
+
+
+def verdict_lines(rows: Sequence[ClaimRowPublic]) -> list[str]:
+    """One line per setting and comparison: each claim asked each way."""
+    ways = [w.value for w in Way]
+    header = f"{'setting':<34} {'a vs b':<20} " + " ".join(
+        f"{f'({c.key}) {w}':<22}" for c in CLAIMS for w in ways
     )
     lines = [header]
-    for sa in settings:
-        s = sa.setting
+    for g in glance(rows):
+        s = g.setting
         batch = "full" if s.batch_size == s.samples else f"m={s.batch_size}"
-        extra = "" if s.init == "default" else f" {s.init}"
-        data = "" if s.data == "gaussian-fresh" else f" {s.data}"
-        name = f"{s.architecture} {batch}{data}{extra}"
-        for comp in sa.comparisons:
-            ka, kb = sa.kinds_by_algorithm[comp.a], sa.kinds_by_algorithm[comp.b]
-            cells = [f"{_cell(comp.headline(ERROR.name, m)):<19}" for m in MODES]
-            cells += [f"{_cell(comp.headline(EPOCHS.name, m)):<19}" for m in MODES]
-            null = f"{ka.counts.get(Kind.null, 0)}/{kb.counts.get(Kind.null, 0)} of {ka.n}"
-            real = f"{ka.real_successes}/{kb.real_successes}"
-            lines.append(
-                f"{name:<24} {comp.a + ' vs ' + comp.b:<20} {' '.join(cells)} {null:<15} {real}"
-            )
+        name = f"{s.architecture} {batch} {s.data} {s.init}"
+        if s.optimizer != "sgd":
+            name += f" {s.optimizer}"
+        cells = [f"{tally(g.verdicts(c.key, w), short=True):<22}" for c in CLAIMS for w in ways]
+        lines.append(f"{name:<34} {g.a + ' vs ' + g.b:<20} {' '.join(cells)}")
     return lines

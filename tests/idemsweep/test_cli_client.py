@@ -114,6 +114,10 @@ def test_submit_status_summary_compare_cancel(
     assert r.returncode == 0, r.stderr
     assert "modified vs ordinary" in r.stdout and "a_wins" in r.stdout
 
+    r = here("claims", str(sweep_id))
+    assert r.returncode == 0, r.stderr
+    assert "verdict" in r.stdout.splitlines()[1] and "equal_lr" in r.stdout
+
     r = here("sweeps")
     assert r.returncode == 0 and "cli-test" in r.stdout and "again" in r.stdout
 

@@ -1,52 +1,191 @@
-"""The claims' building blocks: the exact Wilcoxon p-value, tie rules and verdicts."""
+"""The claim rows on hand-made runs: the held-out best-lr split, the ways, Holm over the
+table, verdicts decided by the test and the null-map qualification."""
 
 from __future__ import annotations
 
 import itertools
-import math
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
-from scipy.stats import rankdata, wilcoxon
 
-from service.report.claims import EPOCHS, ERROR, verdict, wilcoxon_p
+from service.comparison import Verdict, holm
+from service.report.analysis import Setting, SettingAnalysis
+from service.report.claims import (
+    MIN_SPLIT_SEEDS,
+    NULL_MAP_SHARE,
+    Way,
+    claim_rows,
+    questions,
+    split_seeds,
+)
+from service.store.records import TrialRecord
+from service.store.status import TrialStatus
+
+SETTING = Setting("N1", 200, 200, "gaussian-fresh", "default")
+THRESHOLD = 1e-3
+_ids = itertools.count(1)
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 9, 14, 30])
-def test_wilcoxon_matches_scipy_exact_without_ties(n: int) -> None:
-    diffs = np.random.default_rng(n).normal(0.4, 1.0, n)
-    expected = wilcoxon(diffs, method="exact").pvalue
-    assert wilcoxon_p(list(diffs)) == pytest.approx(expected, rel=1e-12)
+def run(
+    alg: str,
+    lr: float,
+    seed: int,
+    error: float | None,
+    epochs: int | None = None,
+    *,
+    image_dim: float = 2.0,
+    status: TrialStatus = TrialStatus.succeeded,
+) -> TrialRecord:
+    fields: dict[str, Any] = dict.fromkeys(TrialRecord.__dataclass_fields__)
+    fields.update(
+        id=next(_ids),
+        sweep_id=1,
+        status=status,
+        architecture="N1",
+        algorithm=alg,
+        learning_rate=lr,
+        samples=200,
+        batch_size=200,
+        seed=seed,
+        data="gaussian-fresh",
+        init="default",
+        optimizer="sgd",
+        config={"architecture": "N1"},
+        config_hash="x",
+        attempts=1,
+        idempotent_error=error,
+        epochs_to_threshold=epochs,
+        image_dim=image_dim,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    return TrialRecord(**fields)
 
 
-def test_wilcoxon_with_ties_and_zeros_matches_enumeration() -> None:
-    diffs = [1.0, 1.0, -1.0, 2.0, 2.0, 3.0, -3.0, 0.5, 0.0]
-    nonzero = [d for d in diffs if d != 0]
-    ranks = rankdata(np.abs(nonzero))
-    observed = ranks[np.asarray(nonzero) > 0].sum()
-    total = ranks.sum()
-    sums = [
-        sum(r for r, s in zip(ranks, signs, strict=True) if s)
-        for signs in itertools.product([0, 1], repeat=len(nonzero))
+def analysis(
+    trials: list[TrialRecord], steps: dict[tuple[str, float], float | None] | None = None
+) -> SettingAnalysis:
+    algorithms = tuple(sorted({t.algorithm for t in trials}))
+    lrs = tuple(sorted({t.learning_rate for t in trials}))
+    return SettingAnalysis(SETTING, tuple(trials), algorithms, lrs, {}, {}, steps or {})
+
+
+def grid(
+    errors: dict[tuple[str, float], list[float]], epochs: int | None = None
+) -> list[TrialRecord]:
+    return [
+        run(alg, lr, seed, e, epochs)
+        for (alg, lr), values in errors.items()
+        for seed, e in enumerate(values)
     ]
-    expected = np.mean([abs(2 * s - total) >= abs(2 * observed - total) - 1e-9 for s in sums])
-    assert wilcoxon_p(diffs) == pytest.approx(expected, rel=1e-12)
-    assert wilcoxon_p([0.0, 0.0]) is None
 
 
-def test_error_ties_are_relative_and_floor_zero() -> None:
-    assert ERROR.outcome(1.0e-5, 1.005e-5) == 0  # within 1%
-    assert ERROR.outcome(1.0e-5, 2.0e-5) == 1
-    assert ERROR.outcome(3e-14, 1e-20) == 0  # both numerically zero
-    assert ERROR.outcome(math.inf, 1e-3) == -1  # a diverged run loses
-    assert EPOCHS.outcome(10.0, 11.0) == 1
-    assert EPOCHS.outcome(math.inf, 50.0) == -1
-    assert ERROR.diff(1e-4, 1e-6) == pytest.approx(2.0)
+@pytest.mark.parametrize("n", range(12))
+def test_split_never_uses_a_seed_twice(n: int) -> None:
+    rng = np.random.default_rng(n)
+    seeds = {int(s) for s in rng.choice(1000, size=n, replace=False)}
+    selection, evaluation = split_seeds(seeds)
+    assert not set(selection) & set(evaluation)
+    assert set(selection) | set(evaluation) == seeds
+    assert len(evaluation) - len(selection) in (0, 1)
+    assert all(s < e for s in selection for e in evaluation)
 
 
-def test_verdicts() -> None:
-    assert verdict(support=5, decided=5, by_null=0) == "holds"
-    assert verdict(support=4, decided=5, by_null=3) == "holds only via null maps"
-    assert verdict(support=3, decided=5, by_null=0) == "mixed"
-    assert verdict(support=2, decided=5, by_null=0) == "fails"
-    assert verdict(support=0, decided=0, by_null=0) == "n/a"
+def test_best_lr_is_chosen_on_selection_seeds_and_compared_on_evaluation_seeds() -> None:
+    # a's lr 0.1 is best on seeds 0-4 and lr 0.5 on seeds 5-9: selection must say 0.1
+    a_01 = [1e-5] * 5 + [1e-2] * 5
+    a_05 = [1e-3] * 5 + [1e-7] * 5
+    b = [1e-4] * 10
+    trials = grid({("modified", 0.1): a_01, ("modified", 0.5): a_05, ("ordinary", 0.1): b})
+    trials += grid({("ordinary", 0.5): [1e-1] * 10})
+    best = [q for q in questions(analysis(trials), "modified", "ordinary") if q.way == Way.best_lr]
+    assert len(best) == 2  # one per claim
+    q = best[0]
+    assert q.selection_seeds == (0, 1, 2, 3, 4) and q.evaluation_seeds == (5, 6, 7, 8, 9)
+    assert (q.lr_a, q.lr_b) == (0.1, 0.1)
+    assert [p.seed for p in q.pairs] == [5, 6, 7, 8, 9]
+    for question in best:
+        assert question.selection_seeds is not None and question.evaluation_seeds is not None
+        assert not set(question.selection_seeds) & set(question.evaluation_seeds)
+        assert {p.seed for p in question.pairs} <= set(question.evaluation_seeds)
+
+
+def test_fewer_than_four_seeds_cannot_be_asked_honestly() -> None:
+    seeds = MIN_SPLIT_SEEDS - 1
+    trials = grid({("modified", 0.1): [1e-5] * seeds, ("ordinary", 0.1): [1e-3] * seeds})
+    rows = claim_rows([analysis(trials)], THRESHOLD)
+    best = [r for r in rows if r.question.way == Way.best_lr]
+    assert [r.verdict for r in best] == [Verdict.not_asked] * 2
+    assert all(r.p_corrected is None and r.result.pairs == 0 for r in best)
+    equal = [r for r in rows if r.question.way == Way.equal_lr]
+    assert all(r.result.pairs == seeds for r in equal)
+
+
+def test_clear_effects_are_decided_and_holm_covers_the_whole_table() -> None:
+    n = 20
+    rng = np.random.default_rng(5)
+    trials = grid(
+        {
+            ("modified", 0.1): list(10 ** rng.uniform(-6, -5, n)),
+            ("ordinary", 0.1): list(10 ** rng.uniform(-4, -3, n)),
+            ("modified", 0.5): list(10 ** rng.uniform(-3, -2, n)),
+            ("ordinary", 0.5): list(10 ** rng.uniform(-6, -5, n)),
+        }
+    )
+    rows = claim_rows([analysis(trials)], THRESHOLD)
+    assert holm([r.result.p for r in rows]) == [r.p_corrected for r in rows]
+    by = {(r.question.claim.key, r.question.way, r.question.lr_a): r for r in rows}
+    assert by[("a", Way.equal_lr, 0.1)].verdict is Verdict.holds
+    assert by[("a", Way.equal_lr, 0.5)].verdict is Verdict.fails
+    assert by[("a", Way.best_lr, 0.1)].question.lr_b == 0.5
+    # epochs: no run has one, so every pair is a tie: nothing is shown
+    assert by[("b", Way.equal_lr, 0.1)].verdict is Verdict.no_difference
+    assert by[("b", Way.equal_lr, 0.1)].result.ties == n
+
+
+def test_holds_only_via_null_maps_when_most_wins_are_collapses() -> None:
+    n = 12
+    trials = [run("modified", 0.1, s, 1e-9, image_dim=0.0 if s < 9 else 2.0) for s in range(n)]
+    trials += [run("ordinary", 0.1, s, 1e-4) for s in range(n)]
+    rows = claim_rows([analysis(trials)], THRESHOLD)
+    row = next(r for r in rows if r.question.way == Way.equal_lr and r.question.claim.key == "a")
+    assert row.null_map_share == pytest.approx(9 / 12)
+    assert row.null_map_share is not None and row.null_map_share > NULL_MAP_SHARE
+    assert row.verdict is Verdict.holds_via_null_maps
+
+
+def test_matched_step_pairs_rates_whose_first_steps_agree() -> None:
+    trials = grid(
+        {
+            ("modified", 0.1): [1e-5] * 4,
+            ("modified", 0.5): [1e-5] * 4,
+            ("ordinary", 0.1): [1e-4] * 4,
+            ("ordinary", 0.5): [1e-4] * 4,
+        }
+    )
+    steps: dict[tuple[str, float], float | None] = {
+        ("modified", 0.1): 0.25,
+        ("modified", 0.5): 1.25,
+        ("ordinary", 0.1): 0.05,
+        ("ordinary", 0.5): 0.26,
+    }
+    qs = questions(analysis(trials, steps), "modified", "ordinary")
+    matched = [(q.lr_a, q.lr_b) for q in qs if q.way == Way.matched_step and q.claim.key == "a"]
+    assert matched == [(0.1, 0.5)]  # 1.25 has no partner within a factor of 2
+
+
+def test_diverged_and_never_reached_runs_stay_in_the_test() -> None:
+    n = 10
+    trials = [run("modified", 0.1, s, 1e-5, epochs=20 + s) for s in range(n)]
+    trials += [
+        run("ordinary", 0.1, s, None, None, status=TrialStatus.diverged) for s in range(n - 2)
+    ]
+    trials += [run("ordinary", 0.1, s, 1e-4, 60) for s in range(n - 2, n)]
+    rows = claim_rows([analysis(trials)], THRESHOLD)
+    for key in ("a", "b"):
+        row = next(
+            r for r in rows if r.question.way == Way.equal_lr and r.question.claim.key == key
+        )
+        assert row.result.pairs == n and row.result.a_wins == n
+        assert row.verdict is Verdict.holds

@@ -7,18 +7,23 @@ import json
 import math
 import re
 import struct
-from html import escape
+from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from markupsafe import escape
 
+from service.comparison import Verdict
 from service.report import ReportData, build_report, load_report_data, write_report
 from service.report.analysis import SettingAnalysis, analyse, init_label
-from service.report.claims import Outcome
+from service.report.claims import ClaimRow, Way, claim_rows
 from service.report.kinds import Kind, classify
-from service.report.page import NULL_MAP_WARNING
+from service.report.page import NULL_MAP_WARNING, num
+from service.settings import Settings
 from service.store.engine import session_scope
 from service.store.records import TrialRecord
 from tests.service.report.conftest import StoredSweeps
@@ -33,6 +38,11 @@ def paper(stored: StoredSweeps) -> ReportData:
 @pytest.fixture(scope="module")
 def settings(paper: ReportData) -> list[SettingAnalysis]:
     return analyse(paper)
+
+
+@pytest.fixture(scope="module")
+def rows(paper: ReportData, settings: list[SettingAnalysis]) -> list[ClaimRow]:
+    return claim_rows(settings, paper.threshold)
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -52,7 +62,9 @@ def test_loads_every_trial_and_curve(paper: ReportData) -> None:
         assert rows[-1].epoch == trial.epochs_run
 
 
-def test_settings_split_architecture_batch_and_init(settings: list[SettingAnalysis]) -> None:
+def test_settings_split_architecture_batch_and_init(
+    settings: list[SettingAnalysis], rows: list[ClaimRow]
+) -> None:
     titles = [s.setting.title() for s in settings]
     assert len(titles) == 3
     assert {(s.setting.batch_size, s.setting.init) for s in settings} == {
@@ -64,10 +76,8 @@ def test_settings_split_architecture_batch_and_init(settings: list[SettingAnalys
         s for s in settings if s.setting.batch_size == 200 and s.setting.init == "default"
     )
     assert full_default.algorithms == ("modified", "ordinary", "m1")
-    assert [(c.a, c.b) for c in full_default.comparisons] == [
-        ("modified", "ordinary"),
-        ("m1", "ordinary"),
-    ]
+    compared = [(r.question.a, r.question.b) for r in rows if r.setting == full_default.setting]
+    assert list(dict.fromkeys(compared)) == [("modified", "ordinary"), ("m1", "ordinary")]
 
 
 def test_kinds_follow_image_dimension(paper: ReportData) -> None:
@@ -99,25 +109,26 @@ def _value(trial: TrialRecord, metric: str) -> float:
 def _recount(
     pairs: list[tuple[TrialRecord, TrialRecord]], metric: str
 ) -> tuple[int, int, int, int]:
-    """(a better, b better, ties, undecided), written out independently of claims.py."""
-    a = b = tie = undecided = 0
+    """(pairs, a better, b better, ties), written out independently of the engine: errors
+    floored at 1e-12 and tied within 1%; a diverged or never-reached run loses to any value;
+    two of those tie."""
+    a = b = tie = 0
     for ta, tb in pairs:
         va, vb = _value(ta, metric), _value(tb, metric)
-        if va == math.inf and vb == math.inf:
-            undecided += 1
-        elif va == vb or (
+        if metric == "idempotent_error":
+            va, vb = max(va, 1e-12), max(vb, 1e-12)
+        if va == vb or (
             metric == "idempotent_error"
-            and (
-                (va < 1e-12 and vb < 1e-12)
-                or (va != math.inf and vb != math.inf and abs(va - vb) <= 0.01 * max(va, vb))
-            )
+            and math.isfinite(va)
+            and math.isfinite(vb)
+            and max(va, vb) <= 1.01 * min(va, vb) * (1 + 1e-12)
         ):
             tie += 1
         elif va < vb:
             a += 1
         else:
             b += 1
-    return a, b, tie, undecided
+    return len(pairs), a, b, tie
 
 
 def _pairs(
@@ -137,69 +148,51 @@ def _pairs(
     return [(ra[seed], rb[seed]) for seed in sorted(ra) if seed in rb]
 
 
-def _check(outcome: Outcome, pairs: list[tuple[TrialRecord, TrialRecord]]) -> None:
-    a, b, tie, undecided = _recount(pairs, outcome.metric)
-    assert (outcome.pairs, outcome.a_wins, outcome.b_wins, outcome.ties, outcome.undecided) == (
-        len(pairs),
-        a,
-        b,
-        tie,
-        undecided,
-    )
+def _check(row: ClaimRow, pairs: list[tuple[TrialRecord, TrialRecord]]) -> None:
+    r = row.result
+    got = (r.pairs, r.a_wins, r.b_wins, r.ties)
+    assert got == _recount(pairs, row.question.claim.metric), row.question
 
 
 def test_equal_lr_counts_match_an_independent_recount(
-    paper: ReportData, settings: list[SettingAnalysis]
+    paper: ReportData, settings: list[SettingAnalysis], rows: list[ClaimRow]
 ) -> None:
     checked = 0
     for s in settings:
-        for comp in s.comparisons:
-            for outcomes in (comp.error, comp.epochs):
-                per_lr = [o for o in outcomes if o.mode == "lr"]
-                assert len(per_lr) == len(s.learning_rates)
-                pooled: list[tuple[TrialRecord, TrialRecord]] = []
-                for lr, outcome in zip(s.learning_rates, per_lr, strict=True):
-                    pairs = _pairs(paper, s, comp.a, lr, comp.b, lr)
-                    assert len(pairs) == 3
-                    _check(outcome, pairs)
-                    pooled += pairs
-                    checked += 1
-                _check(next(o for o in outcomes if o.mode == "equal lr"), pooled)
-    assert checked == 2 * (2 + 2 + 1) * 2
+        for row in rows:
+            if row.setting != s.setting or row.question.way != Way.equal_lr:
+                continue
+            q = row.question
+            assert q.lr_a == q.lr_b and q.lr_a is not None
+            pairs = _pairs(paper, s, q.a, q.lr_a, q.b, q.lr_a)
+            assert len(pairs) == 3
+            _check(row, pairs)
+            checked += 1
+    # settings x comparisons x learning rates x claims
+    assert checked == (2 * 2 + 1) * 2 * 2
 
 
-def test_best_lr_is_the_lowest_median(paper: ReportData, settings: list[SettingAnalysis]) -> None:
-    for s in settings:
-        for comp in s.comparisons:
-            outcome = comp.headline("idempotent_error", "best lr")
-            assert outcome is not None
-
-            def med(alg: str, lr: float, s: SettingAnalysis = s) -> float:
-                return median(_value(t, "idempotent_error") for t in s.runs(alg, lr))
-
-            best_a = min(s.learning_rates, key=lambda lr: (med(comp.a, lr), lr))
-            best_b = min(s.learning_rates, key=lambda lr: (med(comp.b, lr), lr))
-            if med(comp.a, s.learning_rates[0]) == med(comp.a, s.learning_rates[1]):
-                continue  # ties are broken by the count of infinite runs; not recomputed here
-            assert f"{comp.a} at lr {best_a:g}" in outcome.label
-            assert f"{comp.b} at lr {best_b:g}" in outcome.label
-            _check(outcome, _pairs(paper, s, comp.a, best_a, comp.b, best_b))
+def test_best_lr_cannot_be_asked_with_three_seeds(rows: list[ClaimRow]) -> None:
+    best = [r for r in rows if r.question.way == Way.best_lr]
+    assert best and all(r.verdict is Verdict.not_asked for r in best)
 
 
 def test_matched_step_uses_first_epoch_update_norm(
-    paper: ReportData, settings: list[SettingAnalysis]
+    paper: ReportData, settings: list[SettingAnalysis], rows: list[ClaimRow]
 ) -> None:
     for s in settings:
         for (alg, lr), step in s.steps.items():
             firsts = [paper.epochs[t.id][0].update_norm for t in s.runs(alg, lr)]
             expected = median(v for v in firsts if v is not None and v > 0)
             assert step == pytest.approx(expected)
-        for comp in s.comparisons:
-            outcome = comp.headline("idempotent_error", "matched step")
-            assert outcome is not None
-            for lr_a, lr_b in re.findall(r"([\d.e-]+)↔([\d.e-]+)", outcome.label):
-                ratio = s.steps[(comp.a, float(lr_a))] / s.steps[(comp.b, float(lr_b))]  # type: ignore[operator]
-                assert 0.5 <= ratio <= 2.0
+        for row in rows:
+            q = row.question
+            if row.setting != s.setting or q.way != Way.matched_step:
+                continue
+            assert q.lr_a is not None and q.lr_b is not None
+            ratio = s.steps[(q.a, q.lr_a)] / s.steps[(q.b, q.lr_b)]  # type: ignore[operator]
+            assert 0.5 <= ratio <= 2.0
+            _check(row, _pairs(paper, s, q.a, q.lr_a, q.b, q.lr_b))
 
 
 def test_modified_and_m1_agree_on_n1(paper: ReportData) -> None:
@@ -216,15 +209,15 @@ def test_page_answers_the_claims_and_warns_about_null_maps(
 ) -> None:
     report = build_report(paper)
     html = report.html
-    assert NULL_MAP_WARNING in html
+    assert escape(NULL_MAP_WARNING) in html  # its "<" escaped by the template
     assert "A tiny idempotent error from the null map is not a success" in html
     assert "(a) as good or better idempotent error" in html
     assert "(b) fewer epochs to the threshold" in html
-    for mode in ("equal lr", "best lr", "matched step"):
-        assert mode in html
+    for way in Way:
+        assert f"<th>{way.value}</th>" in html
     for s in analyse(paper):
         assert s.setting.title() in html
-    # the spec that produced the sweep, verbatim
+    # the spec that produced the sweep, verbatim (escaped by the template's autoescape)
     assert escape(json.dumps(paper.sweep.spec, indent=2, sort_keys=True)) in html
     # self-contained: no script, nothing fetched from elsewhere
     assert "<script" not in html
@@ -296,9 +289,102 @@ def test_strips_of_thousands_of_runs_draw_a_bounded_seeded_sample(paper: ReportD
     )
     algorithms = tuple(sorted({t.algorithm for t in many}))
     lrs = tuple(sorted({t.learning_rate for t in many}))
-    big = SettingAnalysis(one, many, algorithms, lrs, {}, {}, {}, ())
+    big = SettingAnalysis(one, many, algorithms, lrs, {}, {}, {})
     runs = big.runs(algorithms[0], lrs[0])
     assert len(runs) == 300 > CELL_POINTS
     drawn = sample_runs(runs)
     assert len(drawn) == CELL_POINTS and drawn == sample_runs(runs)
     assert error_strip([big], paper.threshold).startswith(b"\x89PNG")
+
+
+class TableRows(HTMLParser):
+    """The text of each cell of each row of the table with id ``table_id``."""
+
+    def __init__(self, table_id: str) -> None:
+        super().__init__()
+        self.table_id, self.inside, self.rows = table_id, False, []  # type: ignore[var-annotated]
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and ("id", self.table_id) in attrs:
+            self.inside = True
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag == "td":
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.inside = False
+        elif tag == "td" and self.cell is not None:
+            self.rows[-1].append(" ".join("".join(self.cell).split()))
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def page_rows(html: str) -> list[list[str]]:
+    parser = TableRows("claims")
+    parser.feed(html)
+    return [r for r in parser.rows if r]  # the header row has no <td>
+
+
+@pytest.fixture(scope="module")
+def api(stored: StoredSweeps, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    from service.app import create_app
+
+    settings = Settings(database_url=stored.url, data_dir=tmp_path_factory.mktemp("data"))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_page_renders_exactly_the_claims_endpoint(
+    paper: ReportData, stored: StoredSweeps, api: TestClient
+) -> None:
+    report = build_report(paper)
+    body = api.get(f"/sweeps/{stored.paper}/claims").json()
+    assert body["count"] == len(body["data"]) == len(report.claims) > 0
+    assert body["data"] == [r.model_dump(mode="json") for r in report.claims]
+    shown = page_rows(report.html)
+    assert len(shown) == body["count"]
+    for cells, row in zip(shown, body["data"], strict=True):
+        assert cells[1] == f"{row['a']} vs {row['b']}"
+        assert cells[2:4] == [f"({row['claim']})", row["way"]]
+        assert cells[4:6] == [num(row["lr_a"], "g"), num(row["lr_b"], "g")]
+        counts = [str(row["pairs"]), num(row["a_wins"], "d"), num(row["b_wins"], "d")]
+        assert cells[7:11] == [*counts, str(row["ties"])]
+        assert cells[11] == num(row["effect"], "+.3g")
+        assert cells[12] == f"[{num(row['ci_low'], '+.3g')}, {num(row['ci_high'], '+.3g')}]"
+        assert cells[13:15] == [num(row["p"], ".2g"), num(row["p_corrected"], ".2g")]
+        assert cells[15] == row["verdict"]
+        assert cells[16] == num(row["null_map_share"], ".0%")
+        assert row["architecture"] in cells[0] and row["init"] in cells[0]
+    verdicts = {row["verdict"] for row in body["data"]}
+    assert verdicts <= {v.value for v in Verdict}
+
+
+def test_compare_returns_the_claims_numbers_for_the_same_cell(
+    stored: StoredSweeps, api: TestClient
+) -> None:
+    claims = api.get(f"/sweeps/{stored.paper}/claims").json()["data"]
+    equal = [r for r in claims if r["way"] == "equal_lr" and r["a"] == "modified"]
+    assert equal
+    for claim, metric in (("a", "idempotent_error"), ("b", "epochs_to_threshold")):
+        body = api.get(
+            f"/sweeps/{stored.paper}/compare",
+            params={"a": "modified", "b": "ordinary", "metric": metric},
+        ).json()
+        cells = {
+            (r["architecture"], r["learning_rate"], r["samples"], r["batch_size"], r["init"]): r
+            for r in body["data"]
+        }
+        for row in (r for r in equal if r["claim"] == claim):
+            if row["init"] not in ("default", "orthogonal"):
+                continue
+            cell = cells[
+                (row["architecture"], row["lr_a"], row["samples"], row["batch_size"], row["init"])
+            ]
+            for field in ("pairs", "a_wins", "b_wins", "ties", "effect", "ci_low", "ci_high", "p"):
+                assert cell[field] == row[field], (metric, field, row)
