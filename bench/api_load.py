@@ -74,7 +74,7 @@ def stop_postgres(directory: str) -> None:
 
 def seed_results(url: str) -> int:
     """A sweep whose trials all succeeded (so summary/trial/epoch reads return rows)."""
-    from service.store import queue
+    from service.store.claim import claim_sweep, register_worker
     from service.store.engine import make_engine, session_scope
     from tests.utils.factories import add_sweep, make_grid, run_sweep_to_end
 
@@ -82,8 +82,8 @@ def seed_results(url: str) -> int:
     try:
         sweep_id = add_sweep(engine, make_grid(seeds=tuple(range(10))), name="seed").id
         with session_scope(engine) as s:
-            worker = queue.register_worker(s, "bench")
-        queue.claim_sweep(engine, worker)
+            worker = register_worker(s, "bench")
+        claim_sweep(engine, worker)
         run_sweep_to_end(engine, sweep_id, worker, epochs=50)
         return int(sweep_id)
     finally:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/export.py [--postgres-url URL] [--trials 1000] [--epochs 1000]
 
 Fills a sweep with ``trials × epochs`` synthetic epoch rows through the store's bulk
-insert (``queue.append_epochs``), plus a sweep a tenth that size, then for each size and
+insert (``append_epochs``), plus a sweep a tenth that size, then for each size and
 format starts a fresh ``idem api`` process, downloads ``GET /sweeps/{id}/epochs?format=…``
 to /dev/null and reads the server's peak resident memory (``VmHWM`` in /proc) before
 (after an empty export in that format, so its libraries are loaded) and after. Flat
@@ -31,11 +31,12 @@ from sqlalchemy.pool import NullPool
 
 from idemcore.config import TrialConfig
 from idemcore.train import EpochRecord
-from service.store import queue
 from service.store.engine import make_engine, session_scope, upgrade_database
+from service.store.epochs import append_epochs
 from service.store.models import Trial
 from service.store.status import TrialStatus
 from service.store.sweeps import create_sweep
+from service.store.trials import unfinished_trials
 
 FORMATS = ("csv", "parquet")
 
@@ -47,7 +48,7 @@ def fill(url: str, name: str, trials: int, epochs: int) -> int:
         configs = [TrialConfig("N1", "modified", 0.05, 100, 100, epochs, s) for s in range(trials)]
         with session_scope(engine) as s:
             sweep_id = create_sweep(s, name=name, spec={}, priority=0, trials=configs).id
-            ids = [t.id for t in queue.unfinished_trials(s, sweep_id)]
+            ids = [t.id for t in unfinished_trials(s, sweep_id)]
         for i in range(0, len(ids), 20):
             with session_scope(engine) as s:
                 for trial_id in ids[i : i + 20]:
@@ -58,7 +59,7 @@ def fill(url: str, name: str, trials: int, epochs: int) -> int:
                         )
                         for e in range(1, epochs + 1)
                     ]
-                    queue.append_epochs(s, trial_id, rows)
+                    append_epochs(s, trial_id, rows)
         with session_scope(engine) as s:
             s.execute(
                 update(Trial).where(Trial.sweep_id == sweep_id).values(status=TrialStatus.succeeded)

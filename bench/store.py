@@ -35,11 +35,14 @@ from sqlalchemy.pool import NullPool
 
 from idemcore.config import TrialConfig
 from idemcore.train import EpochRecord
-from service.store import queries, queue
+from service.store.curves import epoch_curves
 from service.store.engine import make_engine, session_scope, upgrade_database
+from service.store.epochs import append_epochs
 from service.store.models import Trial
+from service.store.results import summary
 from service.store.status import TrialStatus
 from service.store.sweeps import create_sweep
+from service.store.trials import unfinished_trials
 
 BY = ["architecture", "algorithm", "learning_rate", "batch_size"]
 SCAN_SQL = "SELECT count(idempotent_error), sum(idempotent_error) FROM epoch_metric"
@@ -113,7 +116,7 @@ def run_backend(label: str, url: str, n_trials: int, epochs: int) -> dict[str, f
         sweep_id = create_sweep(s, name="bench", spec={}, priority=0, trials=configs).id
     create_s = time.perf_counter() - t0
     with session_scope(engine) as s:
-        ids = [t.id for t in queue.unfinished_trials(s, sweep_id)]
+        ids = [t.id for t in unfinished_trials(s, sweep_id)]
     curves = [curve(epochs, 1.0 + k / 13) for k in range(13)]  # built before timing
     per_txn = 10  # trials per transaction; one INSERT statement per trial's batch
     pid = None
@@ -125,7 +128,7 @@ def run_backend(label: str, url: str, n_trials: int, epochs: int) -> dict[str, f
     for i in range(0, len(ids), per_txn):
         with session_scope(engine) as s:
             for trial_id in ids[i : i + per_txn]:
-                queue.append_epochs(s, trial_id, curves[trial_id % 13])
+                append_epochs(s, trial_id, curves[trial_id % 13])
     insert_s = time.perf_counter() - t0
     client_s = time.process_time() - client0
     server1 = backend_cpu_s(pid)
@@ -154,17 +157,17 @@ def run_backend(label: str, url: str, n_trials: int, epochs: int) -> dict[str, f
                 text("SELECT count(idempotent_error), sum(idempotent_error) FROM epoch_metric")
             )
 
-    def summary() -> None:
+    def summary_query() -> None:
         with session_scope(engine, readonly=True) as s:
-            queries.summary(s, sweep_id, by=BY, metric="idempotent_error")
+            summary(s, sweep_id, by=BY, metric="idempotent_error")
 
     def curves_query() -> None:
         with session_scope(engine, readonly=True) as s:
-            points = queries.epoch_curves(s, sweep_id, by=BY, metric="idempotent_error")
+            points = epoch_curves(s, sweep_id, by=BY, metric="idempotent_error")
         assert len(points) == 200 * epochs or n_trials < 200, len(points)
 
     scan_s = timed(scan, repeat=3)
-    summary_s = timed(summary)
+    summary_s = timed(summary_query)
     curves_s = timed(curves_query, repeat=3)
     scan_s = min(scan_s, timed(scan, repeat=3))  # once more after, load drifts
     engine.dispose()

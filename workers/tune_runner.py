@@ -26,9 +26,10 @@ from sqlalchemy.orm import Session
 
 from idemcore.train import EpochRecord, TrialResult
 from service.faultpoints import pause_point
-from service.store.queue import append_epochs, finish_trial, mark_trials_running
+from service.store.epochs import append_epochs
 from service.store.records import TrialTodo
 from service.store.status import TrialStatus
+from service.store.trials import finish_trial, mark_trials_running
 from workers.store_retry import in_transaction
 from workers.trainable import GPU_KEY, GROUP_KEY, REPORT_EVERY_KEY
 

@@ -23,20 +23,18 @@ from sqlalchemy.orm import Session
 
 from service.exceptions import LeaseLost
 from service.settings import Settings
+from service.store.claim import claim_sweep, register_worker, worker_heartbeat
 from service.store.engine import require_current_schema, session_scope
-from service.store.queue import (
-    claim_sweep,
+from service.store.leases import (
     fail_sweep,
     finish_sweep,
-    register_worker,
     release_sweep,
     requeue_stalled,
     set_ray_info,
     sweep_heartbeat,
-    unfinished_trials,
-    worker_heartbeat,
 )
 from service.store.records import ClaimedSweep, TrialTodo
+from service.store.trials import unfinished_trials
 from workers.store_retry import in_transaction, retrying
 
 log = logging.getLogger(__name__)

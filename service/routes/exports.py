@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from service.deps import ReadSessionDep, get_engine
 from service.schemas import ErrorPublic, SweepEpochsPublic
-from service.store import export, queries
+from service.store import export
 from service.store.engine import session_scope
+from service.store.query_fields import require_sweep
 from service.store.status import TrialStatus
 from service.tables import MEDIA_TYPES, TableFormat, encode
 
@@ -114,7 +115,7 @@ def sweep_epochs(
     """Every epoch row of the sweep's trials (matching the filters), each with its trial
     id and config columns, ordered by trial and epoch; streamed. A reused trial shows the
     rows of the run it took over."""
-    queries.require_sweep(session, sweep_id)  # 404 before the stream starts
+    require_sweep(session, sweep_id)  # 404 before the stream starts
     return table_response(
         engine,
         format,

@@ -20,6 +20,7 @@ from service.routes.report import ERROR_SCHEMA
 from service.routes.results import check_metric, parse_by
 from service.schemas import CurvePublic, CurvesPublic, ErrorPublic
 from service.store import queries
+from service.store.curves import epoch_curves
 
 router = APIRouter(prefix="/sweeps", tags=["plots"])
 
@@ -53,7 +54,7 @@ def _curves(
     fields = parse_by(by)
     check_metric(metric, per_epoch=True)
     sweep = queries.get_sweep(session, sweep_id)
-    points = queries.epoch_curves(session, sweep_id, by=fields, metric=metric, stride=stride)
+    points = epoch_curves(session, sweep_id, by=fields, metric=metric, stride=stride)
     return sweep.name, fields, group_curves(points)
 
 

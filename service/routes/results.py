@@ -23,6 +23,8 @@ from service.schemas import (
 )
 from service.spec import ALGORITHM_NAMES
 from service.store import queries
+from service.store import results as store_results
+from service.store.query_fields import COMPARE_GROUP, EPOCH_METRICS, METRICS, TRIAL_FIELDS
 from service.store.records import CompareRow
 from service.store.status import TrialStatus
 
@@ -43,10 +45,10 @@ def parse_by(by: str) -> list[str]:
     if not fields:
         raise QueryFieldError(["query", "by"], "name at least one field")
     for field in fields:
-        if field not in queries.TRIAL_FIELDS:
+        if field not in TRIAL_FIELDS:
             raise QueryFieldError(
                 ["query", "by"],
-                f"unknown field {field!r}; expected any of {sorted(queries.TRIAL_FIELDS)}",
+                f"unknown field {field!r}; expected any of {sorted(TRIAL_FIELDS)}",
             )
     if len(set(fields)) != len(fields):
         raise QueryFieldError(["query", "by"], "a field is named twice")
@@ -56,7 +58,7 @@ def parse_by(by: str) -> list[str]:
 def check_metric(metric: str, per_epoch: bool = False) -> str:
     """``metric`` if the store knows it (a per-epoch metric when ``per_epoch``); otherwise
     a 422 naming the parameter."""
-    allowed = queries.EPOCH_METRICS if per_epoch else queries.METRICS
+    allowed = EPOCH_METRICS if per_epoch else METRICS
     if metric not in allowed:
         kind = "per-epoch metric" if per_epoch else "metric"
         raise QueryFieldError(
@@ -81,7 +83,7 @@ def summary(
     fields = parse_by(by)
     check_metric(metric, per_epoch=epoch is not None)
     queries.get_sweep(session, sweep_id)
-    rows = queries.summary(session, sweep_id, by=fields, metric=metric, epoch=epoch)
+    rows = store_results.summary(session, sweep_id, by=fields, metric=metric, epoch=epoch)
     data = [SummaryRowPublic.from_record(r) for r in rows]
     return SummaryPublic(
         sweep_id=sweep_id, by=fields, metric=metric, epoch=epoch, data=data, count=len(data)
@@ -128,7 +130,7 @@ def compare(
     queries.get_sweep(session, sweep_id)
     rows = [
         r
-        for r in queries.compare_rows(session, sweep_id, a=a, b=b, metric=metric, epoch=epoch)
+        for r in store_results.compare_rows(session, sweep_id, a=a, b=b, metric=metric, epoch=epoch)
         if r.a_status in RESULT_STATUSES and r.b_status in RESULT_STATUSES
     ]
     groups = group_pairs(rows)
@@ -151,7 +153,7 @@ def compare(
         better=rule.better,
         transform=rule.transform,
         alpha=comparison.ALPHA,
-        by=[*queries.COMPARE_GROUP, "init"],
+        by=[*COMPARE_GROUP, "init"],
         data=data,
         count=len(data),
     )

@@ -31,6 +31,7 @@ from service.schemas import (
 from service.spec import SweepSpec, expand_grid
 from service.store import export, queries
 from service.store import sweeps as store_sweeps
+from service.store.query_fields import require_sweep
 from service.store.status import SweepStatus
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
@@ -178,7 +179,7 @@ def list_trials(
     """The sweep's runs with their final metrics (the per-run distribution), filtered by
     any config field, in id order. JSON is paged by ``offset``/``limit``; CSV and Parquet
     stream every matching trial (the config spread over its columns)."""
-    queries.require_sweep(session, sweep_id)  # 404 for an unknown sweep, not an empty page
+    require_sweep(session, sweep_id)  # 404 for an unknown sweep, not an empty page
     if format != "json":
         return table_response(
             engine,

@@ -16,7 +16,8 @@ from sqlalchemy import Boolean, ColumnElement, DateTime, Float, Integer, Select,
 from sqlalchemy.orm import Session
 
 from service.store.models import EPOCH_COLUMNS, EpochMetric, Trial
-from service.store.queries import TRIAL_FIELDS, require_sweep, trial_conditions
+from service.store.queries import trial_conditions
+from service.store.query_fields import TRIAL_FIELDS, require_sweep
 
 # Trial columns that are not exported: the JSON blobs (the config is spread over its own
 # columns, the full result is per-trial detail), internal hashes and the worker's node.

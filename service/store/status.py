@@ -1,12 +1,16 @@
 """Sweep and trial status enums with their allowed transitions written next to them.
 
 The store checks every status change against these tables, so a finished sweep or
-trial can never be silently reopened (Optuna's ``check_trial_is_updatable``).
+trial can never be silently reopened (Optuna's ``check_trial_is_updatable``): a change
+of one row calls :func:`check_transition`; a bulk ``UPDATE`` takes the states it may
+change from :func:`sources` as its ``WHERE status IN (...)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
+from typing import TypeVar
 
 from service.exceptions import InvalidTransition
 
@@ -78,3 +82,29 @@ def check_transition(old: SweepStatus | TrialStatus, new: SweepStatus | TrialSta
         raise InvalidTransition(f"cannot compare statuses {old!r} and {new!r}")
     if new not in allowed:
         raise InvalidTransition(f"{kind} status {old.value} → {new.value} is not allowed")
+
+
+S = TypeVar("S", SweepStatus, TrialStatus)
+
+
+def _allowed(status: SweepStatus | TrialStatus) -> frozenset[SweepStatus] | frozenset[TrialStatus]:
+    if isinstance(status, SweepStatus):
+        return SWEEP_ALLOWED[status]
+    return TRIAL_ALLOWED[status]
+
+
+def sources(new: S, among: Iterable[S] | None = None) -> list[S]:
+    """The states allowed to change to ``new``, for a bulk ``UPDATE … WHERE status IN``.
+
+    ``among`` narrows them to the states the caller means to change (e.g. only running
+    trials go back to pending); any of those that may not change to ``new`` raises
+    InvalidTransition, so a bulk statement can never encode a transition the tables
+    forbid. Returned in declaration order (stable SQL).
+    """
+    allowed = [s for s in type(new) if new in _allowed(s)]
+    if among is None:
+        return allowed
+    wanted = set(among)
+    for old in wanted:
+        check_transition(old, new)
+    return [s for s in allowed if s in wanted]

@@ -15,7 +15,8 @@ from service.exceptions import DuplicateIdempotencyKey, NotFound, SweepFinished,
 from service.store.convert import RESULT_COLUMNS, canonical_hash, trial_row
 from service.store.models import EpochMetric, IdempotencyKey, Sweep, Trial, utcnow
 from service.store.records import SweepCreated, SweepDeleted
-from service.store.status import SWEEP_FINAL, TRIAL_FINAL, SweepStatus, TrialStatus
+from service.store.status import SWEEP_FINAL, SweepStatus, TrialStatus, check_transition
+from service.store.trials import end_unfinished_trials
 
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
 
@@ -101,6 +102,7 @@ def create_sweep(
     status = SweepStatus.queued
     if reused == len(rows):
         status = SweepStatus.succeeded
+        check_transition(SweepStatus.queued, status)
         sweep.status = status
         sweep.started_at = now
         sweep.finished_at = now
@@ -150,23 +152,12 @@ def request_cancel(session: Session, sweep_id: int) -> SweepStatus:
         raise SweepFinished(f"sweep {sweep_id} already finished ({status.value})")
     sweep.cancel_requested = True
     if status == SweepStatus.queued:
-        now = utcnow()
+        check_transition(status, SweepStatus.cancelled)
         sweep.status = SweepStatus.cancelled
-        sweep.finished_at = now
-        cancel_unfinished_trials(session, sweep_id)
+        sweep.finished_at = utcnow()
+        end_unfinished_trials(session, sweep_id, TrialStatus.cancelled)
         return SweepStatus.cancelled
     return status
-
-
-def cancel_unfinished_trials(session: Session, sweep_id: int) -> int:
-    """Every pending or running trial of the sweep ends cancelled; returns how many."""
-    result = session.execute(
-        update(Trial)
-        .where(Trial.sweep_id == sweep_id, Trial.status.not_in(list(TRIAL_FINAL)))
-        .values(status=TrialStatus.cancelled, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def delete_sweep(session: Session, sweep_id: int) -> SweepDeleted:

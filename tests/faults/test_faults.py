@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from service.settings import Settings
+from service.store.claim import claim_sweep, register_worker
 from service.store.engine import make_engine, session_scope
-from service.store.queue import claim_sweep, register_worker
 from tests.faults.conftest import (
     PgCluster,
     assert_store_consistent,

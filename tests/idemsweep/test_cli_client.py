@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from service.store import queue
 from service.store.engine import make_engine, session_scope, upgrade_database
 from service.store.status import TrialStatus
+from service.store.trials import finish_trial, unfinished_trials
 from tests.utils.cli import IDEM, env_for, idem, idem_here
 from tests.utils.factories import fake_epochs, fake_result
 from tests.utils.processes import free_port, stop, wait_healthy
@@ -57,11 +57,11 @@ def finish_all(data_dir: Path, sweep_id: int) -> None:
     engine = make_engine(f"sqlite:///{data_dir / 'idem.db'}")
     try:
         with session_scope(engine) as s:
-            todo = queue.unfinished_trials(s, sweep_id)
+            todo = unfinished_trials(s, sweep_id)
         for i, t in enumerate(todo):
             result = fake_result(idempotent_error=1e-4 * (i + 1), epochs_run=5)
             with session_scope(engine) as s:
-                queue.finish_trial(s, t.id, TrialStatus.succeeded, result, None, fake_epochs(5))
+                finish_trial(s, t.id, TrialStatus.succeeded, result, None, fake_epochs(5))
     finally:
         engine.dispose()
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from idemsweep.client import Client, Conflict, InvalidRequest, NotFound, Unreachable
-from service.store import queue
+from service.store.claim import claim_sweep, register_worker
 from service.store.engine import make_engine, session_scope
 from tests.idemsweep.test_cli_client import server
 from tests.service.conftest import SMALL_SPEC
@@ -31,9 +31,9 @@ def play_worker(data_dir: Path, stop: threading.Event) -> None:
     engine = make_engine(f"sqlite:///{data_dir / 'idem.db'}")
     try:
         with session_scope(engine) as s:
-            worker = queue.register_worker(s, "test-thread")
+            worker = register_worker(s, "test-thread")
         while not stop.is_set():
-            claimed = queue.claim_sweep(engine, worker)
+            claimed = claim_sweep(engine, worker)
             if claimed is None:
                 stop.wait(0.1)
                 continue

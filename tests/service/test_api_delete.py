@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from service.store import queue
+from service.store.claim import claim_sweep, register_worker
 from service.store.engine import session_scope
 from service.store.models import EpochMetric, IdempotencyKey, Sweep, Trial
 from tests.service.conftest import SMALL_SPEC
@@ -28,8 +28,8 @@ def run(client: TestClient, sweep_id: int) -> None:
     """Claim the sweep as a worker and finish every trial with EPOCHS epoch rows."""
     engine = engine_of(client)
     with session_scope(engine) as s:
-        worker = queue.register_worker(s, "test")
-    claimed = queue.claim_sweep(engine, worker)
+        worker = register_worker(s, "test")
+    claimed = claim_sweep(engine, worker)
     assert claimed is not None and claimed.id == sweep_id
     run_sweep_to_end(engine, sweep_id, worker, epochs=EPOCHS)
 
@@ -83,8 +83,8 @@ def test_queued_and_running_sweeps_are_409(client: TestClient) -> None:
     assert response.status_code == 409 and "queued; cancel it first" in response.json()["detail"]
     engine = engine_of(client)
     with session_scope(engine) as s:
-        worker = queue.register_worker(s, "test")
-    assert queue.claim_sweep(engine, worker) is not None
+        worker = register_worker(s, "test")
+    assert claim_sweep(engine, worker) is not None
     before = counts(client)
     response = client.delete(f"/sweeps/{queued}")
     assert response.status_code == 409 and "running" in response.json()["detail"]

@@ -166,6 +166,6 @@ def test_the_filters_are_the_stores_trial_fields() -> None:
     import inspect
 
     from service.routes.exports import trial_filters
-    from service.store.queries import TRIAL_FIELDS
+    from service.store.query_fields import TRIAL_FIELDS
 
     assert list(inspect.signature(trial_filters).parameters) == ["status", *TRIAL_FIELDS]

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from scipy import stats as sps
 from sqlalchemy import Engine
 
-from service.store import queue
 from service.store.engine import session_scope
 from service.store.status import TrialStatus
+from service.store.trials import finish_trial
 from tests.utils.factories import fake_epochs, fake_result
 
 SEEDED_SPEC: dict[str, Any] = {
@@ -67,7 +67,7 @@ def seed_sweep(client: TestClient, engine: Engine) -> tuple[int, list[dict[str, 
         status = TrialStatus.diverged if diverged else TrialStatus.succeeded
         records = fake_epochs(EPOCHS, scale=float(rng.uniform(0.5, 2.0)) * (i + 1))
         with session_scope(engine) as session:
-            queue.finish_trial(session, t["id"], status, result, None, records)
+            finish_trial(session, t["id"], status, result, None, records)
     trials = client.get(f"/sweeps/{sweep_id}/trials", params={"limit": 1000}).json()["data"]
     assert sum(t["status"] == "pending" for t in trials) == LEFT_PENDING
     assert any(t["status"] == "diverged" for t in trials)

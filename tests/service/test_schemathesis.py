@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.settings import Settings
-from service.store import queue
+from service.store.claim import claim_sweep, register_worker
 from service.store.engine import make_engine, session_scope, upgrade_database
 from service.store.sweeps import request_cancel
 from tests.utils.factories import add_sweep, make_grid, run_sweep_to_end
@@ -48,8 +48,8 @@ def seed(db_url: str) -> None:
         grid = make_grid(seeds=(0, 1, 2, 3))
         done = add_sweep(engine, grid, name="done").id
         with session_scope(engine) as s:
-            worker = queue.register_worker(s, "seed")
-        claimed = queue.claim_sweep(engine, worker)
+            worker = register_worker(s, "seed")
+        claimed = claim_sweep(engine, worker)
         assert claimed is not None and claimed.id == done
         run_sweep_to_end(engine, done, worker, epochs=5, diverge=(3,))
         add_sweep(engine, make_grid(seeds=(5,)), name="queued")

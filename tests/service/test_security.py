@@ -56,18 +56,18 @@ def table_counts(db_url: str) -> dict[str, int]:
 
 def finished_sweep(client: TestClient, db_url: str) -> int:
     """A submitted sweep whose trials all succeeded (so result routes hit real rows)."""
-    from service.store import queue
     from service.store.engine import make_engine, session_scope
     from service.store.status import TrialStatus
+    from service.store.trials import finish_trial, unfinished_trials
 
     sweep_id: int = client.post("/sweeps", json=SMALL_SPEC).json()["id"]
     engine = make_engine(db_url)
     try:
         with session_scope(engine) as s:
-            todo = queue.unfinished_trials(s, sweep_id)
+            todo = unfinished_trials(s, sweep_id)
         for i, t in enumerate(todo):
             with session_scope(engine) as s:
-                queue.finish_trial(
+                finish_trial(
                     s,
                     t.id,
                     TrialStatus.succeeded,

@@ -117,13 +117,14 @@ def run_sweep_to_end(
 ) -> None:
     """Play a worker: every unfinished trial succeeds (or diverges if its index is in
     ``diverge``) with ``epochs`` fake epoch rows, then the sweep finishes."""
-    from service.store import queue
     from service.store.engine import session_scope
+    from service.store.leases import finish_sweep
     from service.store.status import TrialStatus
+    from service.store.trials import finish_trial, mark_trials_running, unfinished_trials
 
     with session_scope(engine) as s:
-        todo = queue.unfinished_trials(s, sweep_id)
-        queue.mark_trials_running(s, [t.id for t in todo], node_ip="127.0.0.1")
+        todo = unfinished_trials(s, sweep_id)
+        mark_trials_running(s, [t.id for t in todo], node_ip="127.0.0.1")
     for i, t in enumerate(todo):
         bad = i in diverge
         status = TrialStatus.diverged if bad else TrialStatus.succeeded
@@ -134,6 +135,6 @@ def run_sweep_to_end(
             diverged=bad,
         )
         with session_scope(engine) as s:
-            queue.finish_trial(s, t.id, status, result, None, fake_epochs(epochs))
+            finish_trial(s, t.id, status, result, None, fake_epochs(epochs))
     with session_scope(engine) as s:
-        queue.finish_sweep(s, sweep_id, worker_id)
+        finish_sweep(s, sweep_id, worker_id)

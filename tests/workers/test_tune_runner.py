@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from idemcore.train import train
 from service.store.engine import session_scope
 from service.store.queries import get_trial
-from service.store.queue import unfinished_trials
+from service.store.trials import unfinished_trials
 from tests.utils.factories import make_config
 from tests.workers.conftest import add_sweep, epoch_numbers
 from workers.tune_runner import RunPlan, StoreCallback, error_text, make_groups

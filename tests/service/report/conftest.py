@@ -82,27 +82,30 @@ def fixed_configs() -> list[TrialConfig]:
 
 def run_sweep(engine: Engine, name: str, spec: dict[str, Any], configs: list[TrialConfig]) -> int:
     """Create the sweep, train every trial with idemcore and store it as a worker would."""
-    from service.store import queue, sweeps
+    from service.store import sweeps
+    from service.store.claim import claim_sweep, register_worker
     from service.store.engine import session_scope
+    from service.store.leases import finish_sweep
     from service.store.status import TrialStatus
+    from service.store.trials import finish_trial, mark_trials_running, unfinished_trials
 
     with session_scope(engine) as session:
         created = sweeps.create_sweep(session, name=name, spec=spec, trials=configs)
-        worker = queue.register_worker(session, "report-tests")
-    claimed = queue.claim_sweep(engine, worker)
+        worker = register_worker(session, "report-tests")
+    claimed = claim_sweep(engine, worker)
     assert claimed is not None and claimed.id == created.id
     with session_scope(engine) as session:
-        todo = queue.unfinished_trials(session, created.id)
-        queue.mark_trials_running(session, [t.id for t in todo])
+        todo = unfinished_trials(session, created.id)
+        mark_trials_running(session, [t.id for t in todo])
     for item in todo:
         run = Training(item.config)
         records = list(run.epochs())
         result = run.result()
         status = TrialStatus.diverged if result.diverged else TrialStatus.succeeded
         with session_scope(engine) as session:
-            queue.finish_trial(session, item.id, status, result, None, records)
+            finish_trial(session, item.id, status, result, None, records)
     with session_scope(engine) as session:
-        queue.finish_sweep(session, created.id, worker)
+        finish_sweep(session, created.id, worker)
     return created.id
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.store import queue
+from service.store.claim import claim_sweep
 from service.store.engine import make_engine
 
 
@@ -11,7 +11,7 @@ def claim_all(url: str, worker_id: str) -> list[int]:
     engine = make_engine(url)
     got: list[int] = []
     try:
-        while (claimed := queue.claim_sweep(engine, worker_id)) is not None:
+        while (claimed := claim_sweep(engine, worker_id)) is not None:
             got.append(claimed.id)
     finally:
         engine.dispose()

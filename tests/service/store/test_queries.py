@@ -8,9 +8,14 @@ import pytest
 from sqlalchemy import Engine
 
 from service.exceptions import InvalidQuery, NotFound
-from service.store import queries, queue
+from service.store import queries
+from service.store.claim import claim_sweep, register_worker
+from service.store.curves import epoch_curves
 from service.store.engine import session_scope
+from service.store.leases import finish_sweep
+from service.store.results import compare_rows, summary
 from service.store.status import SweepStatus, TrialStatus
+from service.store.trials import finish_trial, unfinished_trials
 from tests.utils.factories import add_sweep, fake_epochs, fake_result, make_grid
 
 # idempotent_error per trial index; index 5 diverges, index 6 never reaches threshold.
@@ -22,10 +27,10 @@ def finished(engine: Engine) -> int:
     """A finished sweep of 12 trials (2 algorithms × 2 lrs × 3 seeds) with known values."""
     created = add_sweep(engine, make_grid(seeds=(0, 1, 2)))
     with session_scope(engine) as s:
-        w = queue.register_worker(s, "h")
-    queue.claim_sweep(engine, w)
+        w = register_worker(s, "h")
+    claim_sweep(engine, w)
     with session_scope(engine) as s:
-        todo = queue.unfinished_trials(s, created.id)
+        todo = unfinished_trials(s, created.id)
     for i, t in enumerate(todo):
         bad = VALUES[i] is None
         result = fake_result(
@@ -36,9 +41,9 @@ def finished(engine: Engine) -> int:
         )
         status = TrialStatus.diverged if bad else TrialStatus.succeeded
         with session_scope(engine) as s:
-            queue.finish_trial(s, t.id, status, result, None, fake_epochs(6, scale=i + 1))
+            finish_trial(s, t.id, status, result, None, fake_epochs(6, scale=i + 1))
     with session_scope(engine) as s:
-        assert queue.finish_sweep(s, created.id, w) == SweepStatus.succeeded
+        assert finish_sweep(s, created.id, w) == SweepStatus.succeeded
     return created.id
 
 
@@ -54,7 +59,7 @@ def _expected(engine: Engine, sweep_id: int, by: list[str]) -> dict[tuple, list]
 def test_summary_matches_python_statistics(engine: Engine, finished: int) -> None:
     by = ["algorithm", "learning_rate"]
     with session_scope(engine) as s:
-        rows = queries.summary(s, finished, by=by, metric="idempotent_error")
+        rows = summary(s, finished, by=by, metric="idempotent_error")
     expected = _expected(engine, finished, by)
     assert [tuple(r.group.values()) for r in rows] == sorted(expected)
     for row in rows:
@@ -72,7 +77,7 @@ def test_summary_matches_python_statistics(engine: Engine, finished: int) -> Non
 
 def test_summary_at_an_epoch_and_ungrouped(engine: Engine, finished: int) -> None:
     with session_scope(engine) as s:
-        (row,) = queries.summary(s, finished, by=[], metric="loss", epoch=2)
+        (row,) = summary(s, finished, by=[], metric="loss", epoch=2)
     # fake_epochs(scale=i+1): loss at epoch 2 is (i+1); the diverged trial (i=5) is left out.
     ok = [float(i + 1) for i in range(12) if i != 5]
     assert row.group == {} and row.n == 11
@@ -83,9 +88,7 @@ def test_summary_at_an_epoch_and_ungrouped(engine: Engine, finished: int) -> Non
 
 def test_compare_pairs_trials_differing_only_in_algorithm(engine: Engine, finished: int) -> None:
     with session_scope(engine) as s:
-        rows = queries.compare_rows(
-            s, finished, a="modified", b="ordinary", metric="idempotent_error"
-        )
+        rows = compare_rows(s, finished, a="modified", b="ordinary", metric="idempotent_error")
         by_id = {t.id: t for t in queries.list_trials(s, finished, limit=100)[0]}
     assert len(rows) == 6
     for r in rows:
@@ -105,7 +108,7 @@ def test_compare_pairs_trials_differing_only_in_algorithm(engine: Engine, finish
 
 def test_epoch_curves(engine: Engine, finished: int) -> None:
     with session_scope(engine) as s:
-        points = queries.epoch_curves(s, finished, by=["algorithm"], metric="loss", stride=2)
+        points = epoch_curves(s, finished, by=["algorithm"], metric="loss", stride=2)
     assert [(p.group["algorithm"], p.epoch) for p in points] == [
         (alg, e) for alg in ("modified", "ordinary") for e in (1, 3, 5)
     ]
@@ -136,11 +139,11 @@ def test_listing_filters_and_pages(engine: Engine, finished: int) -> None:
 def test_unknown_names_are_refused(engine: Engine, finished: int) -> None:
     with session_scope(engine) as s:
         with pytest.raises(InvalidQuery):
-            queries.summary(s, finished, by=["algorithm; drop table trial"], metric="loss")
+            summary(s, finished, by=["algorithm; drop table trial"], metric="loss")
         with pytest.raises(InvalidQuery):
-            queries.summary(s, finished, by=["algorithm"], metric="config")
+            summary(s, finished, by=["algorithm"], metric="config")
         with pytest.raises(InvalidQuery):
-            queries.summary(s, finished, by=[], metric="epochs_run", epoch=3)
+            summary(s, finished, by=[], metric="epochs_run", epoch=3)
         with pytest.raises(InvalidQuery):
             queries.list_trials(s, finished, filters={"config_hash": "x"})
         with pytest.raises(NotFound):
@@ -156,8 +159,8 @@ def test_epoch_curves_several_fields_no_fields_and_reuse(engine: Engine, finishe
     with session_scope(engine) as s:
         trials, _ = queries.list_trials(s, finished, limit=1000)
         rows = {t.id: queries.trial_epochs(s, t.id) for t in trials}
-        points = queries.epoch_curves(s, finished, by=by, metric="loss")
-        flat = queries.epoch_curves(s, finished, by=[], metric="loss", stride=4)
+        points = epoch_curves(s, finished, by=by, metric="loss")
+        flat = epoch_curves(s, finished, by=[], metric="loss", stride=4)
     ok = [t for t in trials if t.status == TrialStatus.succeeded]
     want: dict[tuple, list[float]] = {}
     for t in ok:
@@ -177,6 +180,6 @@ def test_epoch_curves_several_fields_no_fields_and_reuse(engine: Engine, finishe
     again = add_sweep(engine, make_grid(seeds=(0, 1, 2)))
     assert again.reused_trials == len(ok)
     with session_scope(engine) as s:
-        reused = queries.epoch_curves(s, again.id, by=by, metric="loss")
+        reused = epoch_curves(s, again.id, by=by, metric="loss")
     assert [(p.group, p.epoch, p.n) for p in reused] == [(p.group, p.epoch, p.n) for p in points]
     assert [p.mean for p in reused] == pytest.approx([p.mean for p in points])

@@ -6,11 +6,14 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from service.exceptions import DuplicateIdempotencyKey, NotFound, SweepFinished
-from service.store import queries, queue
+from service.store import queries
+from service.store.claim import claim_sweep, register_worker
 from service.store.engine import session_scope
+from service.store.leases import finish_sweep, sweep_heartbeat
 from service.store.models import EpochMetric
 from service.store.status import SweepStatus, TrialStatus
 from service.store.sweeps import lookup_idempotency_key, request_cancel
+from service.store.trials import mark_trials_running, unfinished_trials
 from tests.utils.factories import add_sweep, make_config, make_grid, run_sweep_to_end
 
 
@@ -49,14 +52,14 @@ def test_identical_resubmission_reuses_everything(engine: Engine) -> None:
     configs = make_grid(seeds=(0,))
     first = add_sweep(engine, configs)
     with session_scope(engine) as s:
-        worker = queue.register_worker(s, "host")
-    assert queue.claim_sweep(engine, worker) is not None
+        worker = register_worker(s, "host")
+    assert claim_sweep(engine, worker) is not None
     run_sweep_to_end(engine, first.id, worker, epochs=7)
 
     again = add_sweep(engine, configs)
     assert again.status == SweepStatus.succeeded
     assert again.reused_trials == again.trial_count == len(configs)
-    assert queue.claim_sweep(engine, worker) is None  # nothing to run
+    assert claim_sweep(engine, worker) is None  # nothing to run
     with session_scope(engine) as s:
         old, _ = queries.list_trials(s, first.id)
         new, _ = queries.list_trials(s, again.id)
@@ -80,21 +83,21 @@ def test_partial_reuse_leaves_new_trials_pending(engine: Engine) -> None:
     done = make_config(seed=0)
     first = add_sweep(engine, [done])
     with session_scope(engine) as s:
-        worker = queue.register_worker(s, "host")
-    queue.claim_sweep(engine, worker)
+        worker = register_worker(s, "host")
+    claim_sweep(engine, worker)
     run_sweep_to_end(engine, first.id, worker)
     second = add_sweep(engine, [done, make_config(seed=1)])
     assert (second.status, second.reused_trials) == (SweepStatus.queued, 1)
     with session_scope(engine) as s:
-        todo = queue.unfinished_trials(s, second.id)
+        todo = unfinished_trials(s, second.id)
     assert [t.config for t in todo] == [make_config(seed=1)]
 
 
 def test_diverged_results_are_not_reused(engine: Engine) -> None:
     first = add_sweep(engine, [make_config()])
     with session_scope(engine) as s:
-        worker = queue.register_worker(s, "host")
-    queue.claim_sweep(engine, worker)
+        worker = register_worker(s, "host")
+    claim_sweep(engine, worker)
     run_sweep_to_end(engine, first.id, worker, diverge=[0])
     assert add_sweep(engine, [make_config()]).reused_trials == 0
 
@@ -133,17 +136,17 @@ def test_cancel_queued_sweep_is_immediate(engine: Engine) -> None:
 def test_cancel_running_sweep_is_seen_at_heartbeat(engine: Engine) -> None:
     created = add_sweep(engine, make_grid(seeds=(0,)))
     with session_scope(engine) as s:
-        worker = queue.register_worker(s, "host")
-    queue.claim_sweep(engine, worker)
+        worker = register_worker(s, "host")
+    claim_sweep(engine, worker)
     with session_scope(engine) as s:
-        todo = queue.unfinished_trials(s, created.id)
-        queue.mark_trials_running(s, [todo[0].id])
-        assert queue.sweep_heartbeat(s, created.id, worker) is False
+        todo = unfinished_trials(s, created.id)
+        mark_trials_running(s, [todo[0].id])
+        assert sweep_heartbeat(s, created.id, worker) is False
     with session_scope(engine) as s:
         assert request_cancel(s, created.id) == SweepStatus.running
     with session_scope(engine) as s:
-        assert queue.sweep_heartbeat(s, created.id, worker) is True
-        assert queue.finish_sweep(s, created.id, worker) == SweepStatus.cancelled
+        assert sweep_heartbeat(s, created.id, worker) is True
+        assert finish_sweep(s, created.id, worker) == SweepStatus.cancelled
     with session_scope(engine) as s:
         sweep = queries.get_sweep(s, created.id)
     assert sweep.status == SweepStatus.cancelled

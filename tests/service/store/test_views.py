@@ -22,10 +22,14 @@ from sqlalchemy.pool import NullPool
 
 from idemcore.provenance import Provenance
 from service.report.kinds import classify
-from service.store import export, queries, queue
+from service.store import curves as store_curves
+from service.store import export, queries
+from service.store import results as store_results
 from service.store.engine import session_scope, upgrade_database
 from service.store.models import FINAL_METRIC_COLUMNS
+from service.store.query_fields import TRIAL_FIELDS
 from service.store.status import TrialStatus
+from service.store.trials import finish_trial, mark_trials_running, unfinished_trials
 from tests.utils.factories import add_sweep, fake_epochs, fake_result, make_config, make_grid
 
 ROOT = Path(__file__).parents[3]
@@ -52,7 +56,7 @@ def rows(engine: Engine, sql: str) -> list[dict[str, Any]]:
 
 def finish(engine: Engine, trial_id: int, status: TrialStatus, **result: Any) -> None:
     with session_scope(engine) as s:
-        queue.finish_trial(s, trial_id, status, fake_result(**result), None, fake_epochs(EPOCHS))
+        finish_trial(s, trial_id, status, fake_result(**result), None, fake_epochs(EPOCHS))
 
 
 @pytest.fixture
@@ -63,8 +67,8 @@ def seeded(engine: Engine) -> int:
     sweep_id = add_sweep(engine, grid, name="seeded").id
     assert sweep_id == 1
     with session_scope(engine) as s:
-        todo = queue.unfinished_trials(s, sweep_id)
-        queue.mark_trials_running(s, [t.id for t in todo[1:]], node_ip="127.0.0.1")
+        todo = unfinished_trials(s, sweep_id)
+        mark_trials_running(s, [t.id for t in todo[1:]], node_ip="127.0.0.1")
     for i, t in enumerate(todo[1:], start=1):
         if i == 5:
             finish(engine, t.id, TrialStatus.diverged, idempotent_error=None, diverged=True)
@@ -81,7 +85,7 @@ def test_trial_result_has_every_column_and_the_reports_solution_kind(
 ) -> None:
     view = rows(engine, "SELECT * FROM trial_result ORDER BY trial_id")
     provenance = [f.name for f in dataclasses.fields(Provenance)]
-    wanted = ["sweep_id", "sweep_name", "trial_id", "status", *queries.TRIAL_FIELDS]
+    wanted = ["sweep_id", "sweep_name", "trial_id", "status", *TRIAL_FIELDS]
     wanted += ["epochs", "threshold", *FINAL_METRIC_COLUMNS, "solution_kind", *provenance]
     wanted += ["reused_from", "source_trial_id", "source_sweep_id"]
     assert set(wanted) <= set(view[0]), set(wanted) - set(view[0])
@@ -94,7 +98,7 @@ def test_trial_result_has_every_column_and_the_reports_solution_kind(
         assert row["solution_kind"] == classify(trial, row["threshold"]).value
         kinds.add(row["solution_kind"])
         assert row["epochs"] == EPOCHS and row["sweep_name"] in ("seeded", "again")
-        for column in (*queries.TRIAL_FIELDS, *FINAL_METRIC_COLUMNS, "status"):
+        for column in (*TRIAL_FIELDS, *FINAL_METRIC_COLUMNS, "status"):
             assert row[column] == getattr(trial, column), column
         source = trial.reused_from or trial.id
         assert row["source_trial_id"] == source
@@ -115,8 +119,8 @@ def test_solution_kind_of_a_custom_architecture_uses_its_input_dimension(
     config = make_config(architecture=layers)
     sweep_id = add_sweep(engine, [config, make_config(architecture=layers, seed=1)]).id
     with session_scope(engine) as s:
-        todo = queue.unfinished_trials(s, sweep_id)
-        queue.mark_trials_running(s, [t.id for t in todo], node_ip="127.0.0.1")
+        todo = unfinished_trials(s, sweep_id)
+        mark_trials_running(s, [t.id for t in todo], node_ip="127.0.0.1")
     finish(engine, todo[0].id, TrialStatus.succeeded, image_dim=2.7)  # d = 3: identity
     finish(engine, todo[1].id, TrialStatus.succeeded, image_dim=2.0)  # projection
     view = rows(
@@ -149,9 +153,9 @@ def test_every_documented_query_runs_and_agrees_with_the_api(engine: Engine, see
     assert all(results.values()), [n for n, r in results.items() if not r]
     by = ["architecture", "algorithm", "learning_rate", "batch_size"]
     with session_scope(engine, readonly=True) as s:
-        summary = queries.summary(s, seeded, by=by, metric="idempotent_error")
-        curves = queries.epoch_curves(s, seeded, by=by[:2], metric="idempotent_error")
-        pairs = queries.compare_rows(
+        summary = store_results.summary(s, seeded, by=by, metric="idempotent_error")
+        curves = store_curves.epoch_curves(s, seeded, by=by[:2], metric="idempotent_error")
+        pairs = store_results.compare_rows(
             s, seeded, a="modified", b="ordinary", metric="idempotent_error"
         )
     expected = {tuple(r.group[f] for f in by): r for r in summary if r.n}

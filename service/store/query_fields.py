@@ -1,0 +1,71 @@
+"""What a read query may name: the grouping fields and the metrics, checked by whitelist.
+
+Grouping fields and metrics are checked against ``TRIAL_FIELDS``, ``METRICS`` and
+``EPOCH_METRICS`` here and then used as column objects, never interpolated into SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.exceptions import InvalidQuery, NotFound
+from service.store.models import EPOCH_COLUMNS, FINAL_METRIC_COLUMNS, Sweep
+
+# Config columns of a trial that can group, filter and pair results.
+TRIAL_FIELDS: tuple[str, ...] = (
+    "architecture",
+    "algorithm",
+    "learning_rate",
+    "samples",
+    "batch_size",
+    "seed",
+    "data",
+    "init",
+    "optimizer",
+)
+# Final metrics stored on the trial row.
+METRICS: tuple[str, ...] = FINAL_METRIC_COLUMNS
+# Per-epoch metrics stored in epoch_metric (usable with ``epoch=`` and in curves).
+EPOCH_METRICS: tuple[str, ...] = EPOCH_COLUMNS
+# The fields a comparison groups by (seed and init identify the pair inside a group).
+COMPARE_GROUP: tuple[str, ...] = (
+    "architecture",
+    "learning_rate",
+    "samples",
+    "batch_size",
+    "data",
+    "optimizer",
+)
+
+
+def check_fields(by: Sequence[str]) -> list[str]:
+    """``by`` as a list, if every name is a TRIAL_FIELDS column named once; else InvalidQuery."""
+    fields = list(by)
+    unknown = [f for f in fields if f not in TRIAL_FIELDS]
+    if unknown:
+        raise InvalidQuery(f"unknown field(s) {unknown}; expected some of {list(TRIAL_FIELDS)}")
+    if len(set(fields)) != len(fields):
+        raise InvalidQuery(f"field repeated in {fields}")
+    return fields
+
+
+def check_metric(metric: str, epoch: int | None) -> None:
+    """InvalidQuery unless ``metric`` is a final metric (``epoch`` None) or a per-epoch one."""
+    allowed = EPOCH_METRICS if epoch is not None else METRICS
+    if metric not in allowed:
+        where = "per-epoch" if epoch is not None else "final"
+        raise InvalidQuery(f"unknown {where} metric {metric!r}; expected one of {list(allowed)}")
+
+
+def require_sweep(session: Session, sweep_id: int) -> None:
+    """NotFound unless the sweep exists (an empty result must not hide a wrong id)."""
+    if session.get(Sweep, sweep_id) is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+
+
+def as_float(value: Any) -> float | None:
+    """A database number as float (PostgreSQL returns Decimal for some aggregates)."""
+    return None if value is None else float(value)
