@@ -14,7 +14,6 @@ from typing import Any
 
 from idemcore.architectures import LayerSpec, check_architecture
 from idemcore.errors import ConfigError
-from idemcore.provenance import reuse_environment
 
 ALGORITHMS = ("ordinary", "modified", "m1")
 DATA_SOURCES = ("gaussian-fresh", "gaussian-fixed", "digits", "file")
@@ -147,6 +146,8 @@ class TrialConfig:
         included) plus :func:`idemcore.provenance.reuse_environment` (a fingerprint of
         idemcore's source and the torch version). A stored result is reused only under
         an equal key, so a change to the training code never serves an old result."""
+        from idemcore.provenance import reuse_environment  # imports torch: only when hashing
+
         payload = {**self.to_dict(), **reuse_environment()}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()

@@ -42,6 +42,8 @@ MAX_AUTO_PACK = 32
 MEMORY_FRACTION = 0.25
 
 _DTYPE_BYTES = {"float32": 4, "float64": 8}
+# Parameter-sized buffers each optimizer keeps per member (Adam: both moments).
+OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}
 
 
 def param_count(config: TrialConfig) -> int:
@@ -71,6 +73,7 @@ def member_bytes(config: TrialConfig) -> int:
         + config.eval_samples * dim
         + (config.samples * dim if config.data != "gaussian-fresh" else 0)  # fixed train set
         + 4 * param_count(config)  # params, grads, snapshot, update
+        + OPTIMIZER_STATE[config.optimizer] * param_count(config)  # momentum/Adam buffers
     )
     return elems * _DTYPE_BYTES[config.dtype]
 

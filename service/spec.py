@@ -20,7 +20,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from idemcore.config import ALGORITHMS, DATA_SOURCES, INITS, OPTIMIZERS
 from service.exceptions import SpecFieldError, SpecLimitError
 
 if TYPE_CHECKING:
@@ -46,15 +47,22 @@ PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(ge=1, le=INT32_MAX)]
 Seed = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
-# The names a spec accepts (a test holds them equal to idemcore's declarations).
-AlgorithmName = Literal["ordinary", "modified", "m1"]
-DataName = Literal["gaussian-fresh", "gaussian-fixed", "digits"]
-InitName = Literal["default", "orthogonal", "normal"]
-OptimizerName = Literal["sgd", "momentum", "adam"]
-ALGORITHM_NAMES: tuple[str, ...] = get_args(AlgorithmName)
-DATA_NAMES: tuple[str, ...] = get_args(DataName)
-INIT_NAMES: tuple[str, ...] = get_args(InitName)
-OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
+# The names a spec accepts: idemcore's declarations (idemcore.config, torch-free), as
+# Literal types for validation and the OpenAPI schema (a file source is DataFile).
+ALGORITHM_NAMES: tuple[str, ...] = ALGORITHMS
+DATA_NAMES: tuple[str, ...] = tuple(name for name in DATA_SOURCES if name != "file")
+INIT_NAMES: tuple[str, ...] = INITS
+OPTIMIZER_NAMES: tuple[str, ...] = OPTIMIZERS
+if TYPE_CHECKING:  # a Literal built from a tuple is beyond static checkers
+    AlgorithmName: TypeAlias = str
+    DataName: TypeAlias = str
+    InitName: TypeAlias = str
+    OptimizerName: TypeAlias = str
+else:
+    AlgorithmName = Literal[ALGORITHM_NAMES]
+    DataName = Literal[DATA_NAMES]
+    InitName = Literal[INIT_NAMES]
+    OptimizerName = Literal[OPTIMIZER_NAMES]
 LearningRates = Annotated[list[PositiveFinite], Field(min_length=1)]
 
 
@@ -308,7 +316,7 @@ class SweepSpec(StrictModel):
     def lrs_for(self, algorithm: str) -> list[float]:
         """The learning rates ``algorithm`` runs at (the shared list, or its own)."""
         if isinstance(self.learning_rates, dict):
-            return list(self.learning_rates[algorithm])  # type: ignore[index]
+            return list(self.learning_rates[algorithm])
         return list(self.learning_rates)
 
     def data_list(self) -> list[str | DataFile]:
@@ -337,7 +345,7 @@ class SweepSpec(StrictModel):
 
 def _init_key(value: str | Init) -> tuple[str, float, float]:
     """'normal' and {"scheme": "normal"} are the same init (for the duplicate check)."""
-    init = value if isinstance(value, Init) else Init(scheme=value)  # type: ignore[arg-type]
+    init = value if isinstance(value, Init) else Init(scheme=value)
     return (init.scheme, init.std, init.gain)
 
 

@@ -22,61 +22,24 @@ in the trial, so it describes the process that computed the result.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from idemcore.config import TrialConfig
 from idemcore.provenance import Provenance, apply_numerics
-from idemcore.train import EpochRecord, Training, TrialResult
+from idemcore.train import PackedTraining
 
 GROUP_KEY = "group"
 REPORT_EVERY_KEY = "report_every"
 GPU_KEY = "gpu"
 
 
-class GroupRun(Protocol):
-    """What the trainable drives: ``idemcore.packed.PackedTraining`` has this shape."""
-
-    def epochs(self) -> Iterator[list[EpochRecord | None]]: ...
-
-    def results(self) -> list[TrialResult]: ...
-
-
-class OneByOne:
-    """Members trained one after another with ``idemcore.train.Training``.
-
-    Used for groups of one, and for larger groups when ``idemcore.packed`` is absent.
-    Each yielded row holds the record of the member being trained and None elsewhere.
-    """
-
-    def __init__(self, configs: Sequence[TrialConfig], device: torch.device) -> None:
-        self.configs = list(configs)
-        self.device = device
-        # Built up front so a bad member (missing data file, ...) fails before training.
-        self.runs = [Training(config, device=device) for config in self.configs]
-
-    def epochs(self) -> Iterator[list[EpochRecord | None]]:
-        for i, run in enumerate(self.runs):
-            for record in run.epochs():
-                row: list[EpochRecord | None] = [None] * len(self.runs)
-                row[i] = record
-                yield row
-
-    def results(self) -> list[TrialResult]:
-        return [run.result() for run in self.runs]
-
-
-def make_group_run(configs: Sequence[TrialConfig], device: torch.device) -> GroupRun:
-    """The one place that chooses packed or plain training for a group."""
-    if len(configs) > 1:
-        try:
-            from idemcore.packed import PackedTraining
-        except ImportError:
-            return OneByOne(configs, device)
-        return PackedTraining(configs, device=device)
-    return OneByOne(configs, device)
+def make_group_run(configs: Sequence[TrialConfig], device: torch.device) -> PackedTraining:
+    """The group's training run: idemcore's one loop (a group of one is a pack of one).
+    Built up front, so a bad member (missing data file, ...) fails before training."""
+    return PackedTraining(configs, device=device)
 
 
 class DeviceUnavailable(RuntimeError):
@@ -131,7 +94,7 @@ def run_group(
         raise ValueError("a group of trials must agree on tf32")
     apply_numerics(tf32.pop())
     run = make_group_run(configs, device)
-    packed = not isinstance(run, OneByOne)
+    packed = len(members) > 1
     provenance = Provenance.collect(
         device, ray_node_id=ray_node_id, pack_id=members[0][0] if packed else None
     ).to_dict()

@@ -92,10 +92,8 @@ def make_groups(todos: Sequence[TrialTodo], pack: int | bool | None) -> list[lis
     """Group unfinished trials for packing (``idemcore.packed.group_configs``) or not."""
     if pack is False or pack == 1 or len(todos) < 2:
         return [[todo] for todo in todos]
-    try:
-        from idemcore.packed import group_configs
-    except ImportError:
-        return [[todo] for todo in todos]
+    from idemcore.packed import group_configs
+
     groups = group_configs([todo.config for todo in todos], pack)
     return [[todos[i] for i in group] for group in groups]
 

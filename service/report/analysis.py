@@ -18,14 +18,6 @@ from service.report.model import ReportData
 from service.store.records import TrialRecord
 
 
-def init_label(trial: TrialRecord) -> str:
-    """'default', 'orthogonal', 'normal(std=0.5)', with '×gain' when the gain is not 1."""
-    init = trial.init
-    label = f"normal(std={trial.config.get('init_std', 0.1):g})" if init == "normal" else init
-    gain = float(trial.config.get("gain", 1.0))
-    return label if gain == 1.0 else f"{label}×{gain:g}"
-
-
 @dataclass(frozen=True, order=True)
 class Setting:
     """Everything about a run but its algorithm, learning rate and seed."""
@@ -59,7 +51,7 @@ def setting_of(trial: TrialRecord) -> Setting:
         trial.samples,
         trial.batch_size,
         trial.data,
-        init_label(trial),
+        trial.init,  # TrialConfig.init_label, stored by the store: gain included once
         trial.optimizer,
     )
 

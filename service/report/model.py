@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -59,8 +58,3 @@ def load_report_data(session: Session, sweep_id: int) -> ReportData:
     rows = queries.sweep_epochs(session, sweep_id, stride=stride)
     epochs = {tid: tuple(r) for tid, r in rows.items()}
     return ReportData(sweep=sweep, trials=tuple(trials), epochs=MappingProxyType(epochs))
-
-
-def spec_value(spec: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """A field of the stored spec (the spec is stored as submitted, after validation)."""
-    return spec.get(key, default)

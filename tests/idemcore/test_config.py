@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from functools import partial
 
 import pytest
@@ -161,3 +163,19 @@ def test_inits_are_seeded_and_gain_scales() -> None:
     # default is PyTorch's Linear init: U(-1/sqrt(in), 1/sqrt(in))
     big = build_net("B4", seed=0)[1].weight.detach()
     assert float(big.abs().max()) <= 1 / 1024**0.5
+
+
+def test_init_label_carries_its_parameters_once() -> None:
+    """The one label of an init (stored in trial.init, shown by the report)."""
+    assert config().init_label == "default"
+    assert config(init="orthogonal", gain=0.9).init_label == "orthogonal gain=0.9"
+    assert config(init="normal", init_std=0.2, gain=1.5).init_label == "normal(std=0.2) gain=1.5"
+
+
+def test_config_records_and_architectures_import_without_torch() -> None:
+    """The store and the claim path read configs and records without loading PyTorch."""
+    code = (
+        "import sys, idemcore.config, idemcore.records, idemcore.architectures; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from idemcore.train import train
+from idemcore.train import PackedTraining, train
 from tests.utils.factories import make_config
-from workers.trainable import OneByOne, choose_device, make_group_run, run_group
+from workers.trainable import choose_device, make_group_run, run_group
 
 
 def test_run_group_reports_every_k_epochs_then_the_final_state() -> None:
@@ -52,16 +52,11 @@ def test_group_members_keep_their_own_records() -> None:
         torch.testing.assert_close(got[tid], want, rtol=1e-9, atol=0)
 
 
-def test_one_member_uses_plain_training_and_groups_use_packed_when_present() -> None:
+def test_every_group_runs_the_one_training_loop() -> None:
     one = make_group_run([make_config()], torch.device("cpu"))
-    assert isinstance(one, OneByOne)
     two = make_group_run([make_config(seed=0), make_config(seed=1)], torch.device("cpu"))
-    try:
-        from idemcore.packed import PackedTraining
-    except ImportError:
-        assert isinstance(two, OneByOne)
-    else:
-        assert isinstance(two, PackedTraining)
+    assert isinstance(one, PackedTraining) and len(one) == 1
+    assert isinstance(two, PackedTraining) and len(two) == 2
 
 
 def test_missing_data_file_raises_before_training(tmp_path: Any) -> None:
@@ -108,8 +103,7 @@ def test_final_state_carries_the_provenance_and_tf32_is_applied_first() -> None:
     reports.clear()
     run_group(pair, device=torch.device("cpu"), report_every=5, report=reports.append)
     finals = reports[-1]["final"]
-    packed = not isinstance(make_group_run([c for _, c in pair], torch.device("cpu")), OneByOne)
     for final in finals:
         assert final["provenance"]["tf32"] is False
-        assert final["provenance"]["packed"] is packed
-        assert final["provenance"]["pack_id"] == (5 if packed else None)
+        assert final["provenance"]["packed"] is True
+        assert final["provenance"]["pack_id"] == 5

@@ -19,14 +19,17 @@ from markupsafe import escape
 
 from service.comparison import Verdict
 from service.report import ReportData, build_report, load_report_data, write_report
-from service.report.analysis import SettingAnalysis, analyse, init_label
+from service.report.analysis import SettingAnalysis, analyse, setting_of
 from service.report.claims import ClaimRow, Way, claim_rows
 from service.report.kinds import Kind, classify
 from service.report.page import NULL_MAP_WARNING, num
 from service.settings import Settings
+from service.store.convert import trial_record, trial_row
 from service.store.engine import session_scope
+from service.store.models import Trial
 from service.store.records import TrialRecord
 from tests.service.report.conftest import StoredSweeps
+from tests.utils.factories import make_config
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +144,7 @@ def _pairs(
             if t.algorithm == alg
             and t.learning_rate == lr
             and t.batch_size == s.setting.batch_size
-            and init_label(t) == s.setting.init
+            and t.init == s.setting.init
         }
 
     ra, rb = runs(a, lr_a), runs(b, lr_b)
@@ -388,3 +391,15 @@ def test_compare_returns_the_claims_numbers_for_the_same_cell(
             ]
             for field in ("pairs", "a_wins", "b_wins", "ties", "effect", "ci_low", "ci_high", "p"):
                 assert cell[field] == row[field], (metric, field, row)
+
+
+def test_setting_labels_an_init_with_its_gain_once() -> None:
+    """The report's init label is TrialConfig.init_label (it once read
+    'normal(std=0.2) gain=1.5×1.5': two label builders each added the gain)."""
+    config = make_config(init="normal", init_std=0.2, gain=1.5)
+    trial = trial_record(Trial(id=1, **trial_row(1, config)))
+    setting = setting_of(trial)
+    assert setting.init == config.init_label == "normal(std=0.2) gain=1.5"
+    assert setting.title().count("1.5") == 1
+    plain = trial_record(Trial(id=2, **trial_row(1, make_config(init="orthogonal"))))
+    assert setting_of(plain).init == "orthogonal"
