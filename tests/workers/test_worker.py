@@ -160,25 +160,34 @@ def test_sigkilled_worker_is_resumed_without_lost_or_duplicate_rows(
     epochs = 400
     configs = [make_config(seed=s, epochs=epochs, samples=200) for s in range(4)]
     sweep_id = add_sweep(engine, configs, pack=False, max_concurrent=1)
-    proc = spawn_worker(db_url, settings.data_dir, ray_address, "--once")
+    # Killed at an exact point, not a window caught by polling: the worker pauses after
+    # its 130th committed batch (IDEM_REPORT_EVERY=4: the first trial's 400 epochs are
+    # about 100 batches, so the second trial is about 120 epochs in) and waits there.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    marker = settings.data_dir / "paused"
+    proc = spawn_worker(
+        db_url,
+        settings.data_dir,
+        ray_address,
+        "--once",
+        IDEM_TEST_PAUSE_AT="epochs-after-commit@130",
+        IDEM_TEST_PAUSE_FILE=str(marker),
+    )
     try:
 
-        def mid_sweep() -> bool:
-            rows = trials(engine, sweep_id)
-            done = [t for t in rows if t.status == "succeeded"]
-            partial = [
-                t
-                for t in rows
-                if t.status == "running" and 0 < len(epoch_numbers(engine, t.id)) < epochs
-            ]
-            return bool(done and partial)
+        def paused() -> bool:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            return marker.exists()
 
-        wait_for(mid_sweep, 180, "one finished and one half-written trial", every=0.1)
+        wait_for(paused, 300, "the worker's pause after 130 committed batches", every=0.1)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    stored = {t.id: (t.status, len(epoch_numbers(engine, t.id))) for t in trials(engine, sweep_id)}
+    assert sum(status == "succeeded" for status, _ in stored.values()) == 1, stored
+    assert sum(0 < n < epochs for _, n in stored.values()) == 1, stored  # one half-written
     before = {t.id: (t.status, t.attempts) for t in trials(engine, sweep_id)}
     finished_before = {tid for tid, (status, _) in before.items() if status == "succeeded"}
     assert sweep(engine, sweep_id).status == "running"  # nobody released it
