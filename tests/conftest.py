@@ -30,6 +30,29 @@ settings.register_profile("ci", derandomize=True, database=None, deadline=None)
 settings.register_profile("explore", derandomize=False, database=None, deadline=None)
 settings.load_profile("ci")  # the default; ``--hypothesis-profile`` loads another later
 
+# Fixtures that make every test using them slow or Ray-bound: the marks follow the fixture,
+# so `make test-fast` (-m "not ray and not postgres and not slow") stays fast as tests grow.
+SLOW_FIXTURES = frozenset(
+    {
+        "stored",  # tests/service/report: real sweeps trained with idemcore
+        "running_api",  # tests/e2e: a real sweep behind a real `idem api` process
+        "api_server",  # tests/idemsweep/test_cli_client.py: a real `idem api` process
+        "api_schema",  # tests/service/test_schemathesis.py: hundreds of generated requests
+    }
+)
+RAY_FIXTURES = frozenset({"ray_address"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the fixtures it uses (see SLOW_FIXTURES, RAY_FIXTURES)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if names & RAY_FIXTURES:
+            item.add_marker(pytest.mark.ray)
+
+
 PG_ENV = "IDEM_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 

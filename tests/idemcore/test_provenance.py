@@ -56,6 +56,7 @@ def copy_idemcore(dest: Path) -> Path:
     return dest / "idemcore"
 
 
+@pytest.mark.slow
 def test_one_changed_byte_in_idemcore_changes_the_fingerprint_and_the_key(
     tmp_path: Path,
 ) -> None:

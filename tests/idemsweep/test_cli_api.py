@@ -16,6 +16,7 @@ from tests.utils.cli import IDEM, env_for, idem_here
 from tests.utils.processes import answers_health, free_port, stop, wait_for
 
 
+@pytest.mark.slow
 def test_api_with_two_workers_serves_from_two_processes(tmp_path: Path) -> None:
     """`idem api --workers 2`: two uvicorn worker processes under one parent answer the
     same API on one port; SIGTERM stops them all."""

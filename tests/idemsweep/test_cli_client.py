@@ -32,7 +32,7 @@ threshold: 1.0e-3
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`idem api` on a free port over a migrated SQLite store; yields (url, data_dir)."""
     data_dir = tmp_path_factory.mktemp("cli-data")
     upgrade_database(f"sqlite:///{data_dir / 'idem.db'}")
@@ -67,11 +67,11 @@ def finish_all(data_dir: Path, sweep_id: int) -> None:
 
 
 def test_submit_status_summary_compare_cancel(
-    server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    api_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     """`idem submit` and `idem status` as real processes; the other commands in process
     (the same code path after start-up, without paying an interpreter start each)."""
-    url, data_dir = server
+    url, data_dir = api_server
     env = env_for(data_dir, url)
 
     def here(*args: str) -> subprocess.CompletedProcess[str]:
@@ -139,8 +139,10 @@ def _yaml(text: str) -> dict[str, Any]:
     return data
 
 
-def test_invalid_spec_gets_the_servers_field_path(server: tuple[str, Path], tmp_path: Path) -> None:
-    url, data_dir = server
+def test_invalid_spec_gets_the_servers_field_path(
+    api_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, data_dir = api_server
     spec = tmp_path / "bad.json"
     spec.write_text(json.dumps({**_yaml(SPEC_YAML), "epochs": 0}))
     r = idem("submit", str(spec), env=env_for(data_dir, url))

@@ -126,6 +126,7 @@ def test_tokens_never_appear_in_logs_or_responses(
     assert TOKEN not in repr(settings) and TOKEN not in str(settings.model_dump())
 
 
+@pytest.mark.slow
 def test_idem_api_process_never_logs_the_token(tmp_path: Path) -> None:
     """The real server at debug log level (uvicorn access log included)."""
     from service.store.engine import upgrade_database

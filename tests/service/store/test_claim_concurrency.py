@@ -6,6 +6,7 @@ import multiprocessing
 import threading
 from collections import Counter
 
+import pytest
 from sqlalchemy import Engine
 
 from service.store.engine import session_scope
@@ -49,6 +50,7 @@ def test_threads_never_double_claim(engine: Engine, db_url: str) -> None:
     assert sum(1 for r in results if r) >= 2, "claimers did not actually overlap"
 
 
+@pytest.mark.slow
 def test_processes_never_double_claim(engine: Engine, db_url: str) -> None:
     expected = _fill(engine)
     engine.dispose()
