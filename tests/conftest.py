@@ -36,7 +36,7 @@ SLOW_FIXTURES = frozenset(
     {
         "stored",  # tests/service/report: real sweeps trained with idemcore
         "running_api",  # tests/e2e: a real sweep behind a real `idem api` process
-        "api_server",  # tests/idemsweep/test_cli_client.py: a real `idem api` process
+        "api_server",  # tests/idemsweep/conftest.py: a real `idem api` process
         "api_schema",  # tests/service/test_schemathesis.py: hundreds of generated requests
     }
 )

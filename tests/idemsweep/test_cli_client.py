@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from service.store.engine import make_engine, session_scope, upgrade_database
+from service.store.engine import make_engine, session_scope
 from service.store.status import TrialStatus
 from service.store.trials import finish_trial, unfinished_trials
-from tests.utils.cli import IDEM, env_for, idem, idem_here
+from tests.utils.cli import env_for, idem, idem_here
 from tests.utils.factories import fake_epochs, fake_result
-from tests.utils.processes import free_port, stop, wait_healthy
+from tests.utils.processes import free_port
 
 SPEC_YAML = """\
 name: cli-test
@@ -29,27 +28,6 @@ seeds: 2
 epochs: 5
 threshold: 1.0e-3
 """
-
-
-@pytest.fixture(scope="module")
-def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """`idem api` on a free port over a migrated SQLite store; yields (url, data_dir)."""
-    data_dir = tmp_path_factory.mktemp("cli-data")
-    upgrade_database(f"sqlite:///{data_dir / 'idem.db'}")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [*IDEM, "api", "--port", str(port), "--log-level", "warning"],
-        env=env_for(data_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_healthy(url, proc, timeout=60)
-        yield url, data_dir
-    finally:
-        stop(proc)
 
 
 def finish_all(data_dir: Path, sweep_id: int) -> None:

@@ -15,13 +15,11 @@ import pytest
 from idemsweep.client import Client, Conflict, InvalidRequest, NotFound, Unreachable
 from service.store.claim import claim_sweep, register_worker
 from service.store.engine import make_engine, session_scope
-from tests.idemsweep.test_cli_client import server
 from tests.service.conftest import SMALL_SPEC
 from tests.utils.cli import env_for, idem_here
 from tests.utils.factories import run_sweep_to_end
 from tests.utils.processes import free_port
 
-__all__ = ["server"]  # the module-scoped `idem api` fixture
 DOCS = Path(__file__).parents[2] / "docs" / "client.md"
 EPOCHS = 5
 
@@ -43,9 +41,9 @@ def play_worker(data_dir: Path, stop: threading.Event) -> None:
 
 
 @pytest.fixture
-def worker(server: tuple[str, Path]) -> Any:
+def worker(api_server: tuple[str, Path]) -> Any:
     stop = threading.Event()
-    thread = threading.Thread(target=play_worker, args=(server[1], stop), daemon=True)
+    thread = threading.Thread(target=play_worker, args=(api_server[1], stop), daemon=True)
     thread.start()
     yield
     stop.set()
@@ -58,9 +56,9 @@ def docs_example() -> str:
 
 
 def test_the_docs_example_runs_against_a_running_api(
-    server: tuple[str, Path], worker: Any, tmp_path: Path
+    api_server: tuple[str, Path], worker: Any, tmp_path: Path
 ) -> None:
-    url, _ = server
+    url, _ = api_server
     spec = tmp_path / "small.yaml"
     spec.write_text("\n".join(f"{k}: {v!r}".replace("'", '"') for k, v in SMALL_SPEC.items()))
     code = docs_example()
@@ -77,8 +75,8 @@ def test_the_docs_example_runs_against_a_running_api(
     assert namespace["summary"]["n"].tolist() == [2, 2]
 
 
-def test_errors_are_typed_and_carry_the_apis_message(server: tuple[str, Path]) -> None:
-    with Client(server[0]) as c:
+def test_errors_are_typed_and_carry_the_apis_message(api_server: tuple[str, Path]) -> None:
+    with Client(api_server[0]) as c:
         with pytest.raises(NotFound, match="404: sweep 999999 not found"):
             c.sweep(999999)
         with pytest.raises(InvalidRequest) as info:
@@ -97,13 +95,13 @@ def test_errors_are_typed_and_carry_the_apis_message(server: tuple[str, Path]) -
 
 
 def test_idem_export_and_delete(
-    server: tuple[str, Path],
+    api_server: tuple[str, Path],
     worker: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: Any,
 ) -> None:
-    url, data_dir = server
+    url, data_dir = api_server
     env = env_for(data_dir, url)
     with Client(url) as c:
         sweep_id = c.submit({**SMALL_SPEC, "name": "export-me", "learning_rates": [0.3]})["id"]
