@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,6 +42,7 @@ from service.routes import (
     claims,
     exports,
     health,
+    pages,
     plots,
     report,
     results,
@@ -213,11 +215,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         if own_engine:
             engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the installed fastapi-offline
+    # package (served under DOCS_STATIC), not from a CDN: they work offline. /redoc is
+    # pages.redoc (it adds a Content-Security-Policy).
+    app = FastAPIOffline(
         title="idemsweep",
         version=__version__,
         summary="Sweeps of modified backprop for idempotent neural networks",
         lifespan=lifespan,
+        static_url=pages.DOCS_STATIC,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -233,6 +240,17 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_exception_handlers(app)
-    for module in (health, sweeps, trials, results, claims, exports, plots, report, calibrate):
+    for module in (
+        pages,
+        health,
+        sweeps,
+        trials,
+        results,
+        claims,
+        exports,
+        plots,
+        report,
+        calibrate,
+    ):
         app.include_router(module.router)
     return app
