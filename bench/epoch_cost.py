@@ -17,6 +17,10 @@ for both algorithms and are timed separately (column `metrics_s`).
 
     .venv/bin/python bench/epoch_cost.py            # about 3-5 minutes on 2 cores
     .venv/bin/python bench/epoch_cost.py --quick    # smoke test, seconds
+    .venv/bin/python bench/epoch_cost.py --device cuda --archs B3,B4,N4   # on a GPU
+
+On CUDA every timing waits for the GPU (``torch.cuda.synchronize``), TF32 is off (IEEE
+float32, as trials run unless a spec sets ``tf32: true``) and the peak is the GPU's.
 """
 
 from __future__ import annotations
@@ -39,28 +43,37 @@ from idemcore.packed_engine import (
     identity_image,
     image_dim,
 )
+from idemcore.provenance import apply_numerics, device_name
 
 ARCHS = ("N3", "B2", "N4", "B4", "B3")
 PEAK_GOAL_ARCHS = ("N4", "B4", "B3")
 
 
-def best_time(fn: Callable[[], object], reps: int) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], reps: int, device: str | torch.device = "cpu") -> float:
     """The fastest of ``reps`` runs after one warm-up (the least disturbed by load)."""
+    dev = torch.device(device)
     fn()
+    _sync(dev)
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
+        _sync(dev)
         best = min(best, time.perf_counter() - t0)
     return best
 
 
-def matmul_peak(n: int, reps: int) -> float:
-    """float32 GFLOP/s of an n x n by n x n product, best of ``reps``."""
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
-    out = torch.empty(n, n)
-    seconds = best_time(lambda: torch.mm(a, b, out=out), reps)
+def matmul_peak(n: int, reps: int, device: str | torch.device = "cpu") -> float:
+    """float32 GFLOP/s of an n x n by n x n product on ``device``, best of ``reps``."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    out = torch.empty(n, n, device=device)
+    seconds = best_time(lambda: torch.mm(a, b, out=out), reps, device)
     return 2 * n**3 / seconds / 1e9
 
 
@@ -71,15 +84,25 @@ def matmul_flops(arch: str, rows: int) -> tuple[int, int]:
     return rows * sum(per_row), rows * per_row[0]
 
 
-def bench_arch(arch: str, m: int, reps: int) -> dict[str, float]:
+def epoch_flops(arch: str, rows: int) -> dict[str, int]:
+    """Matmul FLOPs of one full-batch epoch of each algorithm (see the module docstring)."""
+    f, f1 = matmul_flops(arch, rows)
+    return {"modified": 5 * f - f1, "ordinary": 6 * f - f1}
+
+
+def bench_arch(
+    arch: str, m: int, reps: int, device: str | torch.device = "cpu"
+) -> dict[str, float]:
     """Best seconds per epoch of each algorithm (interleaved), plus the metrics' cost:
     the training loop's own step (a pack of one) and its per-epoch metrics."""
+    dev = torch.device(device)
     layers = resolve_layers(arch)
     dim = layers[0].in_features
     x = torch.randn(m, dim, generator=generator(0, STREAM_TRAIN)).T.unsqueeze(0)  # (1, d, m)
+    x = x.contiguous().to(dev)
     lr = 1e-6  # small: the weights barely move, so every repetition costs the same
     nets = {
-        name: StackedNet.from_nets([build_net(arch, seed=0)], layers)
+        name: StackedNet.from_nets([build_net(arch, seed=0).to(dev)], layers)
         for name in ("modified", "ordinary")
     }
 
@@ -93,16 +116,19 @@ def bench_arch(arch: str, m: int, reps: int) -> dict[str, float]:
     best = {name: float("inf") for name in nets}
     for name in nets:  # warm-up (allocator, thread pool)
         step(name)
+    _sync(dev)
     for _ in range(reps):
         for name in nets:
             t0 = time.perf_counter()
             step(name)
+            _sync(dev)
             best[name] = min(best[name], time.perf_counter() - t0)
     x_eval = torch.randn(1000, dim, generator=generator(0, 2)).T.unsqueeze(0).contiguous()
+    x_eval = x_eval.to(dev)
     free = is_activation_free(arch)
     probes = None
     if not free and dim > EXACT_JACOBIAN_MAX_DIM:
-        probes = hutchinson_probes(0, IMAGE_DIM_POINTS, dim, torch.float32).unsqueeze(0)
+        probes = hutchinson_probes(0, IMAGE_DIM_POINTS, dim, torch.float32, dev).unsqueeze(0)
     net = nets["modified"]
 
     def metrics() -> None:
@@ -110,7 +136,7 @@ def bench_arch(arch: str, m: int, reps: int) -> dict[str, float]:
         idempotent_error(net, x_eval)
         image_dim(net, x_eval, probes, free)
 
-    best["metrics"] = best_time(metrics, max(1, reps // 2))
+    best["metrics"] = best_time(metrics, max(1, reps // 2), dev)
     return best
 
 
@@ -124,13 +150,17 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--peak-n", type=int, default=2048, help="size of the peak matmul")
     parser.add_argument("--quick", action="store_true", help="m=500, 1 rep: a smoke test")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.quick:
         args.m, args.m_small, args.reps = 500, 500, 1
+    device = torch.device(args.device)
+    apply_numerics(tf32=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    print(f"torch {torch.__version__}, {threads} threads, float32, best of {args.reps} epochs")
-    peaks = [matmul_peak(args.peak_n, 5)]
+    where = device_name(device) if device.type == "cuda" else f"{threads} threads"
+    print(f"torch {torch.__version__}, {where}, float32, best of {args.reps} epochs")
+    peaks = [matmul_peak(args.peak_n, 5, device)]
     header = (
         f"{'arch':<5} {'m':>6} {'alg':<9} {'s/epoch':>9} {'ratio':>6} {'GFLOP':>8} "
         f"{'GFLOP/s':>8} {'peak':>6} {'metrics_s':>9}"
@@ -139,10 +169,9 @@ def main() -> None:
     rows = []
     for arch in args.archs.split(","):
         m = args.m_small if arch in ("N4", "B3") else args.m
-        peaks.append(matmul_peak(args.peak_n, 5))
-        times = bench_arch(arch, m, args.reps)
-        f, f1 = matmul_flops(arch, m)
-        flops = {"modified": 5 * f - f1, "ordinary": 6 * f - f1}
+        peaks.append(matmul_peak(args.peak_n, 5, device))
+        times = bench_arch(arch, m, args.reps, device)
+        flops = epoch_flops(arch, m)
         ratio = times["modified"] / times["ordinary"]
         peak = max(peaks)
         for alg in ("modified", "ordinary"):

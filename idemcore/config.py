@@ -14,6 +14,7 @@ from typing import Any
 
 from idemcore.architectures import LayerSpec, check_architecture
 from idemcore.errors import ConfigError
+from idemcore.fingerprint import reuse_environment
 
 ALGORITHMS = ("ordinary", "modified", "m1")
 DATA_SOURCES = ("gaussian-fresh", "gaussian-fixed", "digits", "file")
@@ -143,11 +144,9 @@ class TrialConfig:
 
     def config_hash(self) -> str:
         """The reuse key: content address of the config (device class, dtype and tf32
-        included) plus :func:`idemcore.provenance.reuse_environment` (a fingerprint of
+        included) plus :func:`idemcore.fingerprint.reuse_environment` (a fingerprint of
         idemcore's source and the torch version). A stored result is reused only under
         an equal key, so a change to the training code never serves an old result."""
-        from idemcore.provenance import reuse_environment  # imports torch: only when hashing
-
         payload = {**self.to_dict(), **reuse_environment()}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,49 +1,27 @@
-"""Which code, libraries and machine computed a result.
+"""Which code, libraries and machine computed a result, and the numerics it ran with.
 
-* :func:`code_fingerprint` hashes idemcore's own source files (once per process), so the
-  reuse key (:meth:`idemcore.config.TrialConfig.config_hash`) changes with any change to
-  the code that computes results: no version number to forget to bump.
-* :func:`reuse_environment` is what the reuse key adds to a config: that fingerprint and
-  the torch version (the device class, dtype and TF32 are config fields).
 * :func:`apply_numerics` sets the float32 matmul precision a config asks for (TF32 off
-  unless ``tf32=True``) before training; :class:`Provenance` records what a trial ran on.
+  unless ``tf32=True``) before training.
+* :class:`Provenance` records what a trial ran on: the code fingerprint
+  (:func:`idemcore.fingerprint.code_fingerprint`), versions, device, host, Ray node, pack.
 
 Standard library and torch only, like the rest of idemcore.
 """
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import socket
 from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+from idemcore.fingerprint import code_fingerprint
+
 DISTRIBUTION = "idemsweep"
-
-
-@lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """sha256 over idemcore's ``*.py`` files (path relative to the package, then bytes,
-    in sorted path order). Computed once per process; one changed byte changes it."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(path.read_bytes())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def reuse_environment() -> dict[str, str]:
-    """What the reuse key covers besides the config: the code and the torch version."""
-    return {"code_fingerprint": code_fingerprint(), "torch_version": torch.__version__}
 
 
 def apply_numerics(tf32: bool) -> None:

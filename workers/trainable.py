@@ -12,7 +12,8 @@ Report payload (plain lists and dicts, so Tune's result handling never needs our
     {"batch": [{"trial_id": 7, "records": [EpochRecord.to_dict(), ...]}, ...],
      "final": [{"trial_id": 7, "status": "succeeded" | "diverged",
                 "result": TrialResult.to_dict(),
-                "provenance": Provenance.to_dict()}, ...]}     # last report only
+                "provenance": Provenance.to_dict(),
+                "reuse_key": TrialConfig.config_hash()}, ...]}  # last report only
 
 Before training, the group's float32 numerics are set explicitly
 (:func:`idemcore.provenance.apply_numerics`: TF32 off unless the configs ask for it), and
@@ -115,8 +116,9 @@ def run_group(
             "status": "diverged" if result.diverged else "succeeded",
             "result": result.to_dict(),
             "provenance": provenance,
+            "reuse_key": config.config_hash(),
         }
-        for (tid, _), result in zip(members, run.results(), strict=True)
+        for (tid, config), result in zip(members, run.results(), strict=True)
     ]
     report({"batch": _batch(pending), "final": final})
 

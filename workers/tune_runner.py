@@ -233,6 +233,8 @@ class StoreCallback(tune.Callback):
                     final.get("error"),
                     records=batches.get(tid, []),
                     repeat_ok=True,  # a retry after a lost commit reply
+                    provenance=final.get("provenance"),
+                    reuse_key=final.get("reuse_key"),
                 )
             pause_point("epochs-before-commit")  # tests only (service/faultpoints.py)
             return rows

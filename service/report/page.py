@@ -21,6 +21,7 @@ from service.report import claims
 from service.report.analysis import SettingAnalysis
 from service.report.kinds import DIM_TOLERANCE, KIND_ORDER, Kind, count_kinds
 from service.report.model import ReportData
+from service.report.provenance import SHOWN_SOURCES, provenance_rows
 from service.report.text import glance, row_setting, tally
 from service.schemas import ClaimRowPublic
 
@@ -150,6 +151,8 @@ def render_page(
             null_kind=Kind.null,
             images={name: base64.b64encode(png).decode() for name, png in images.items()},
             memorization=_memorization(settings),
+            provenance=provenance_rows(data.trials),
+            shown_sources=SHOWN_SOURCES,
             threshold=data.threshold,
             m=method(),
             spec_json=json.dumps(sweep.spec, indent=2, sort_keys=True),

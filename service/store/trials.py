@@ -7,13 +7,14 @@ finished trial is never reopened, not even by a late duplicate.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from idemcore.config import TrialConfig
+from idemcore.provenance import Provenance
 from service.exceptions import InvalidTransition, NotFound
 from service.store.epochs import append_epochs
 from service.store.models import FINAL_METRIC_COLUMNS, EpochMetric, Trial, utcnow
@@ -104,8 +105,15 @@ def finish_trial(
     records: Sequence[EpochRecord] = (),
     *,
     repeat_ok: bool = False,
+    provenance: Mapping[str, Any] | None = None,
+    reuse_key: str | None = None,
 ) -> bool:
     """Write the trial's last epoch rows and its final state in the caller's transaction.
+
+    ``provenance`` (``idemcore.provenance.Provenance.to_dict()``, collected in the trial)
+    goes to the trial's provenance columns with the final state, and ``reuse_key`` (the
+    config's ``config_hash`` computed in the trial) replaces the one computed at submission,
+    so the result is found only under the key of the code that computed it.
 
     ``status`` must be final; a trial that is already final raises InvalidTransition,
     except that with ``repeat_ok`` a trial already in exactly ``status`` is left as it is
@@ -137,6 +145,10 @@ def finish_trial(
         )
         values.update({c: getattr(result, c) for c in FINAL_METRIC_COLUMNS})
         values["result"] = result.to_dict()
+    if provenance is not None:
+        values.update(Provenance(**provenance).to_dict())
+    if reuse_key is not None:
+        values["config_hash"] = reuse_key
     session.execute(
         update(Trial)
         .where(Trial.id == trial_id, Trial.status.in_(sources(status)))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -14,18 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from idemcore import provenance
-from idemcore.provenance import (
-    PROVENANCE_FIELDS,
-    Provenance,
-    apply_numerics,
-    code_fingerprint,
-    tf32_enabled,
-)
+from idemcore import fingerprint
+from idemcore.fingerprint import code_fingerprint
+from idemcore.provenance import PROVENANCE_FIELDS, Provenance, apply_numerics, tf32_enabled
 from tests.utils.factories import make_config
+from tests.utils.idemcore_copy import copy_idemcore, env_importing
 
 PROBE = (
-    "import json; import idemcore.provenance as p; from idemcore.config import TrialConfig; "
+    "import json; import idemcore.fingerprint as p; from idemcore.config import TrialConfig; "
     "c = TrialConfig(architecture='N1', algorithm='modified', learning_rate=0.1, "
     "samples=10, batch_size=10, epochs=1, seed=0); "
     "print(json.dumps([str(p.PACKAGE_DIR), p.code_fingerprint(), c.config_hash()]))"
@@ -34,12 +28,11 @@ PROBE = (
 
 def probe(root: Path) -> tuple[str, str, str]:
     """(package dir, fingerprint, a config's key) as seen by a process importing
-    idemcore from ``root`` (first on PYTHONPATH, ahead of the editable install)."""
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    idemcore from ``root``."""
     out = subprocess.run(
         [sys.executable, "-c", PROBE],
-        env=env,
-        cwd=root,  # not the repository root: its idemcore would come first on sys.path
+        env=env_importing(root),
+        cwd=root,
         capture_output=True,
         text=True,
         check=True,
@@ -48,28 +41,16 @@ def probe(root: Path) -> tuple[str, str, str]:
     return package, fingerprint, key
 
 
-def copy_idemcore(dest: Path) -> Path:
-    """A copy of the idemcore package under ``dest`` (without bytecode caches)."""
-    shutil.copytree(
-        provenance.PACKAGE_DIR, dest / "idemcore", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    return dest / "idemcore"
-
-
 @pytest.mark.slow
 def test_one_changed_byte_in_idemcore_changes_the_fingerprint_and_the_key(
     tmp_path: Path,
 ) -> None:
     same = copy_idemcore(tmp_path / "same")
-    changed = copy_idemcore(tmp_path / "changed")
-    source = changed / "metrics.py"
-    data = bytearray(source.read_bytes())
-    data[-2] = ord(" ") if data[-2] != ord(" ") else ord("\t")  # one byte, still valid Python
-    source.write_bytes(bytes(data))
+    changed = copy_idemcore(tmp_path / "changed", change_one_byte=True)
 
-    pkg_same, fp_same, key_same = probe(same.parent)
-    pkg_changed, fp_changed, key_changed = probe(changed.parent)
-    assert (pkg_same, pkg_changed) == (str(same), str(changed))  # the copies were imported
+    pkg_same, fp_same, key_same = probe(same)
+    pkg_changed, fp_changed, key_changed = probe(changed)
+    assert (pkg_same, pkg_changed) == (str(same / "idemcore"), str(changed / "idemcore"))
     assert fp_same == code_fingerprint()  # the fingerprint does not depend on the location
     assert (
         key_same
@@ -93,9 +74,21 @@ def test_device_class_dtype_and_tf32_are_part_of_the_key(change: dict[str, objec
 
 
 def test_key_covers_the_torch_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fingerprint.torch_version() == torch.__version__
     before = make_config().config_hash()
-    monkeypatch.setattr(torch, "__version__", "0.0.0-other")
+    monkeypatch.setattr(fingerprint, "torch_version", lambda: "0.0.0-other")
     assert make_config().config_hash() != before
+
+
+def test_the_reuse_environment_needs_no_torch_import() -> None:
+    code = (
+        "import sys; from idemcore.fingerprint import reuse_environment; "
+        "env = reuse_environment(); assert 'torch' not in sys.modules, 'torch imported'; "
+        "print(env['torch_version'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == torch.__version__
 
 
 def test_tf32_is_applied_explicitly_and_recorded() -> None:

@@ -109,6 +109,14 @@ def test_submit_status_summary_compare_cancel(
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "409" in r.stderr and "Traceback" not in r.stderr
 
+    # --no-reuse: the same, fully stored spec runs every trial anew.
+    fresh = here("submit", str(as_json), "--no-reuse")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "queued: 4 trials (0 reused)" in fresh.stdout
+    fresh_id = fresh.stdout.split()[1]
+    r = here("cancel", fresh_id)
+    assert r.returncode == 0
+
 
 def _yaml(text: str) -> dict[str, Any]:
     import yaml

@@ -81,7 +81,8 @@ def test_gpu_request_without_cuda_fails_fast_with_a_clear_error() -> None:
 
 
 def test_final_state_carries_the_provenance_and_tf32_is_applied_first() -> None:
-    from idemcore.provenance import apply_numerics, code_fingerprint
+    from idemcore.fingerprint import code_fingerprint
+    from idemcore.provenance import apply_numerics
 
     reports: list[dict[str, Any]] = []
     try:

@@ -114,12 +114,15 @@ def test_gpu_trial_on_a_cluster_without_gpus_fails_at_once(
     assert sweep(engine, sweep_id).status == "succeeded"
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
 def test_gpu_trial_trains_on_cuda(ray_address: str, settings: Settings, engine: Engine) -> None:
-    sweep_id = add_sweep(engine, [make_config(epochs=5)], resources={"cpu": 1, "gpu": 1})
+    config = make_config(epochs=5, device="cuda")
+    sweep_id = add_sweep(engine, [config], resources={"cpu": 1, "gpu": 1})
     run_worker(settings, engine)
     (row,) = trials(engine, sweep_id)
     assert row.status == "succeeded", row.error
+    assert row.device == f"cuda: {torch.cuda.get_device_name()}" and row.tf32 is False
 
 
 def test_cancel_mid_run_ends_unfinished_trials_cancelled(
