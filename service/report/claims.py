@@ -28,13 +28,13 @@ from enum import StrEnum
 from statistics import median
 from typing import Literal
 
+from idemcore.calibrate import matched_pairs
 from service import comparison
 from service.comparison import Paired, Verdict
 from service.report.analysis import Setting, SettingAnalysis
 from service.report.kinds import Kind, classify
 from service.store.records import TrialRecord
 
-MATCH_FACTOR = 2.0  # first-epoch update norms within this factor count as matched
 NULL_MAP_SHARE = 0.5  # more than this share of a's wins at the null map: "only via null maps"
 MIN_SPLIT_SEEDS = 4  # best_lr needs two selection and two evaluation seeds at least
 RESULT_STATUSES = ("succeeded", "diverged")  # runs that ended with a result
@@ -157,21 +157,11 @@ class ClaimRow:
 
 
 def _matched(sa: SettingAnalysis, a: str, b: str) -> list[tuple[float, float]]:
-    """(lr_a, lr_b) pairs: for each rate of a, b's rate with the nearest median first-epoch
-    update norm (in ratio), kept when within MATCH_FACTOR."""
-    out = []
-    for lr_a in sa.learning_rates:
-        step_a = sa.steps.get((a, lr_a))
-        if not step_a:
-            continue
-        candidates = [
-            (abs(math.log(step_a / s)), lr_b)
-            for lr_b in sa.learning_rates
-            if (s := sa.steps.get((b, lr_b)))
-        ]
-        if candidates and (best := min(candidates))[0] <= math.log(MATCH_FACTOR):
-            out.append((lr_a, best[1]))
-    return out
+    """(lr_a, lr_b) pairs whose median first-epoch update norms agree within MATCH_FACTOR
+    (idemcore.calibrate's rule, the one ``idem calibrate`` reports)."""
+    steps_a = {lr: sa.steps.get((a, lr)) for lr in sa.learning_rates if sa.runs(a, lr)}
+    steps_b = {lr: sa.steps.get((b, lr)) for lr in sa.learning_rates if sa.runs(b, lr)}
+    return [(lr_a, lr_b) for lr_a, lr_b, _ in matched_pairs(steps_a, steps_b)]
 
 
 def _question(

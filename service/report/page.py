@@ -16,6 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from idemcore.calibrate import MATCH_FACTOR
 from service import comparison
 from service.report import claims
 from service.report.analysis import SettingAnalysis
@@ -118,7 +119,7 @@ def method() -> dict[str, Any]:
         "tie_percent": round((10**comparison.ERROR_TIE - 1) * 100),
         "null_map_share": claims.NULL_MAP_SHARE,
         "min_split_seeds": claims.MIN_SPLIT_SEEDS,
-        "match_factor": claims.MATCH_FACTOR,
+        "match_factor": MATCH_FACTOR,
         "dim_tolerance": DIM_TOLERANCE,
     }
 
