@@ -114,6 +114,18 @@ def fresh_pg_database() -> Iterator[tuple[str, str]]:
     admin.dispose()
 
 
+def _new_pg_database(request: pytest.FixtureRequest, template: str | None = None) -> str:
+    """Create this test's PostgreSQL database (a copy of ``template`` when given, else
+    empty); ``fresh_pg_database`` drops it afterwards. Returns its URL."""
+    admin_url, name = request.getfixturevalue("fresh_pg_database")
+    copy = f' TEMPLATE "{template}"' if template else ""
+    admin = _admin(admin_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    admin.dispose()
+    return _with_database(admin_url, name)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """The database backend under test: "sqlite" or "postgresql"."""
@@ -131,13 +143,8 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         path = tmp_path / "idem.db"
         shutil.copyfile(template, path)
         return f"sqlite:///{path}"
-    admin_url, tpl = request.getfixturevalue("pg_template")
-    _, name = request.getfixturevalue("fresh_pg_database")
-    admin = _admin(admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{tpl}"'))
-    admin.dispose()
-    return _with_database(admin_url, name)
+    _, template = request.getfixturevalue("pg_template")
+    return _new_pg_database(request, template)
 
 
 @pytest.fixture
@@ -145,12 +152,7 @@ def empty_db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
     """URL of a fresh, empty database (no tables) on each backend."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'empty.db'}"
-    admin_url, name = request.getfixturevalue("fresh_pg_database")
-    admin = _admin(admin_url)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return _with_database(admin_url, name)
+    return _new_pg_database(request)
 
 
 @pytest.fixture

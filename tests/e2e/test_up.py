@@ -12,19 +12,12 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import start_up, stop_up
+from tests.utils.factories import SMALL_SPEC
 from tests.utils.processes import free_port, processes_mentioning, wait_healthy, wait_sweep_final
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-SPEC = {
-    "name": "up-smoke",
-    "architectures": ["N1"],
-    "algorithms": ["modified", "ordinary"],
-    "learning_rates": [0.1],
-    "batches": [{"samples": 100, "batch_size": 100}],
-    "seeds": 2,
-    "epochs": 20,
-}
+SPEC = {**SMALL_SPEC, "name": "up-smoke", "learning_rates": [0.1], "epochs": 20}
 
 
 def test_up_runs_a_sweep_and_stops_cleanly() -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from idemcore.config import TrialConfig
 from idemcore.nets import build_net
 from idemcore.train import Training
 from tests.idemcore.stacked import step_gradient
+from tests.utils.factories import make_small_config
 
 
 def m1_formula(w: torch.Tensor, b: torch.Tensor | None, x: torch.Tensor, lr: float) -> torch.Tensor:
@@ -59,16 +59,8 @@ def test_m1_with_bias_updates_the_weight_and_freezes_the_bias(seed: int) -> None
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_m1_training_on_b1_keeps_the_initial_bias(optimizer: str) -> None:
-    config = TrialConfig(
-        architecture="B1",
-        algorithm="m1",
-        learning_rate=0.02,
-        samples=64,
-        batch_size=16,
-        epochs=5,
-        seed=2,
-        dtype="float64",
-        optimizer=optimizer,
+    config = make_small_config(
+        architecture="B1", algorithm="m1", learning_rate=0.02, seed=2, optimizer=optimizer
     )
     run = Training(config)
     records = list(run.epochs())

@@ -9,6 +9,8 @@ epoch by epoch, and packs match runs alone (tests/idemcore/test_packed.py).
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from idemcore.data import make_data
 from idemcore.nets import build_net
 from idemcore.optim import OPTIMIZER_KINDS
 from idemcore.train import Training
+from tests.utils.factories import make_small_config
 
 F64 = torch.float64
 TORCH_OPTIMIZERS = {
@@ -24,6 +27,9 @@ TORCH_OPTIMIZERS = {
     "momentum": (torch.optim.SGD, {"momentum": 0.9}),
     "adam": (torch.optim.Adam, {}),
 }
+
+
+tiny = partial(make_small_config, learning_rate=0.01, eval_samples=50)  # float64, 64 samples
 
 
 def test_every_declared_optimizer_has_a_torch_class() -> None:
@@ -84,18 +90,7 @@ def reference_run(config: TrialConfig) -> tuple[list[float], list[torch.Tensor]]
     ],
 )
 def test_training_equals_the_plain_torch_loop(arch: str, algorithm: str, optimizer: str) -> None:
-    config = TrialConfig(
-        architecture=arch,
-        algorithm=algorithm,
-        learning_rate=0.01,
-        samples=64,
-        batch_size=16,
-        epochs=6,
-        seed=3,
-        dtype="float64",
-        eval_samples=50,
-        optimizer=optimizer,
-    )
+    config = tiny(architecture=arch, algorithm=algorithm, epochs=6, seed=3, optimizer=optimizer)
     run = Training(config)
     records = list(run.epochs())
     losses, params = reference_run(config)
@@ -113,17 +108,7 @@ def test_optimizers_differ() -> None:
     """The three names give three different trajectories (none silently ignored)."""
     finals = []
     for name in OPTIMIZERS:
-        config = TrialConfig(
-            architecture="N1",
-            algorithm="modified",
-            learning_rate=0.01,
-            samples=64,
-            batch_size=16,
-            epochs=3,
-            seed=0,
-            dtype="float64",
-            optimizer=name,
-        )
+        config = tiny(epochs=3, optimizer=name)
         run = Training(config)
         list(run.epochs())
         finals.append(next(run.net.parameters()).detach().clone())

@@ -23,7 +23,7 @@ from idemcore.packed_engine import (
 )
 from idemcore.train import Training, train
 from tests.idemcore.stacked import columns, stack
-from tests.utils.factories import make_config
+from tests.utils.factories import make_config, make_small_config
 
 
 def n1_modified(seed: int, init: str = "default", epochs: int = 300) -> TrialConfig:
@@ -219,16 +219,8 @@ def test_wide_tanh_network_uses_the_seeded_hutchinson_estimate() -> None:
     """d > 128 with tanh (like N4): image_dim is Hutchinson's estimate with the member
     seed's probes at the first 64 image points, and is the same in a pack."""
     arch = (LayerSpec(130, 8, True, "tanh"), LayerSpec(8, 130, True, "tanh"))
-    config = TrialConfig(
-        architecture=arch,
-        algorithm="modified",
-        learning_rate=0.05,
-        samples=20,
-        batch_size=20,
-        epochs=1,
-        seed=3,
-        eval_samples=70,
-        dtype="float64",
+    config = make_small_config(
+        architecture=arch, samples=20, batch_size=20, epochs=1, seed=3, eval_samples=70
     )
     run = Training(config)
     (record,) = list(run.epochs())

@@ -15,16 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.settings import Settings
+from tests.utils.factories import SMALL_SPEC
 
-SMALL_SPEC: dict[str, Any] = {
-    "name": "small",
-    "architectures": ["N1"],
-    "algorithms": ["modified", "ordinary"],
-    "learning_rates": [0.05],
-    "batches": [{"samples": 100, "batch_size": 100}],
-    "seeds": 2,
-    "epochs": 10,
-}
+__all__ = ["SMALL_SPEC"]  # re-exported: the API tests import it from here
 
 
 @pytest.fixture

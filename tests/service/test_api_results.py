@@ -16,6 +16,7 @@ from scipy import stats as sps
 from sqlalchemy import Engine
 
 from service.store.engine import session_scope
+from service.store.query_fields import COMPARE_GROUP
 from service.store.status import TrialStatus
 from service.store.trials import finish_trial
 from tests.utils.factories import fake_epochs, fake_result
@@ -31,16 +32,7 @@ SEEDED_SPEC: dict[str, Any] = {
 }
 EPOCHS = 6
 LEFT_PENDING = 1  # one trial never finishes: it must not count anywhere
-PAIR_KEY = (
-    "architecture",
-    "learning_rate",
-    "samples",
-    "batch_size",
-    "data",
-    "optimizer",
-    "init",
-    "seed",
-)
+PAIR_KEY = (*COMPARE_GROUP, "init", "seed")  # a pair: same group, same init and seed
 
 
 def seed_sweep(client: TestClient, engine: Engine) -> tuple[int, list[dict[str, Any]]]:

@@ -9,6 +9,16 @@ from typing import Any
 from idemcore.config import TrialConfig
 from idemcore.train import EpochRecord, TrialResult
 
+SMALL_SPEC: dict[str, Any] = {
+    "name": "small",
+    "architectures": ["N1"],
+    "algorithms": ["modified", "ordinary"],
+    "learning_rates": [0.05],
+    "batches": [{"samples": 100, "batch_size": 100}],
+    "seeds": 2,
+    "epochs": 10,
+}  # a valid sweep spec of 4 small trials (the POST /sweeps body)
+
 
 def make_config(**overrides: Any) -> TrialConfig:
     """A small valid TrialConfig (N1, modified); keyword arguments override fields."""
@@ -23,6 +33,13 @@ def make_config(**overrides: Any) -> TrialConfig:
     }
     values.update(overrides)
     return TrialConfig(**values)
+
+
+def make_small_config(**overrides: Any) -> TrialConfig:
+    """A tiny float64 run (64 samples in batches of 16, 5 epochs): fast, and exact enough
+    to hold two implementations equal at 1e-9; keyword arguments override fields."""
+    small = {"samples": 64, "batch_size": 16, "epochs": 5, "dtype": "float64"}
+    return make_config(**{**small, **overrides})
 
 
 def make_grid(
