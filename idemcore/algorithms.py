@@ -26,17 +26,20 @@ Gradients = list[torch.Tensor | None]
 
 
 def modified_cotangent(
-    y: torch.Tensor, y3: torch.Tensor, residual: torch.Tensor, m: int
+    y: torch.Tensor, y3: torch.Tensor, residual: torch.Tensor, m: int, *, in_place: bool = False
 ) -> torch.Tensor:
     """Modified backprop's dE/dy := −Δn/m (the note's §1.3 and ``E.backward``).
 
     Δn = 3n(y) − 2n(n(y)) − y with y = n(x); written from the loss's residual
     r = n(y) − y (already at hand) and y3 = n(n(y)) as −Δn = 2(y3 − y − r) − r. Any
     layout (samples in rows or in the last axis); ``m`` is the batch's sample count.
-    The first operation allocates the result, the rest work in place on it, so the
-    inputs are untouched and the formula stays differentiable (``create_graph``).
+    By default the first operation allocates the result and the rest work in place on
+    it, so the inputs are untouched and the formula stays differentiable
+    (``create_graph``); ``in_place`` writes into y3's buffer instead (the training step:
+    a fresh buffer per chunk cost ~0.4 ms, 12% of a packed N1 epoch, measured).
     """
-    return (y3 - y).sub_(residual).mul_(2).sub_(residual).div_(m)
+    start = y3.sub_(y) if in_place else y3 - y
+    return start.sub_(residual).mul_(2).sub_(residual).div_(m)
 
 
 class Algorithm(ABC):
@@ -84,7 +87,8 @@ class Modified(Algorithm):
         y2 = net.forward(y)
         y3 = net.forward(y2)
         residual = y2.sub_(y)  # n(y) - y, in y2's buffer: the loss's residual and Δn's
-        grads, _ = net.backward(cache1, modified_cotangent(y, y3, residual, m))
+        cotangent = modified_cotangent(y, y3, residual, m, in_place=True)
+        grads, _ = net.backward(cache1, cotangent)
         return sum_square(residual), list(grads)
 
 
@@ -104,7 +108,8 @@ class M1(Algorithm):
         y2 = net.forward(y)
         y3 = net.forward(y2)
         residual = y2.sub_(y)
-        delta_w = torch.bmm(modified_cotangent(y, y3, residual, m), x.transpose(1, 2))
+        cotangent = modified_cotangent(y, y3, residual, m, in_place=True)
+        delta_w = torch.bmm(cotangent, x.transpose(1, 2))
         grads: Gradients = [delta_w] if net.biases[0] is None else [delta_w, None]
         return sum_square(residual), grads
 
