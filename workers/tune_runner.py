@@ -9,6 +9,7 @@ trial rerun from scratch (retry, or resume after a crash) never duplicates a row
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -136,11 +137,35 @@ def _member_ids(config: dict[str, Any]) -> list[int]:
     return [int(m["trial_id"]) for m in config.get(GROUP_KEY, [])]
 
 
+def id_ranges(ids: Sequence[int], max_chars: int | None = None) -> str:
+    """Store trial ids as short ranges: ``[12, 13, 14, 15, 20]`` → ``"12..15,20"``. Past
+    ``max_chars`` the remaining ids are counted instead: ``"12..15,+7"``."""
+    runs = [
+        [v for _, v in run]
+        for _, run in itertools.groupby(enumerate(sorted(ids)), key=lambda p: p[1] - p[0])
+    ]
+    parts: list[str] = []
+    covered = 0
+    for run in runs:
+        part = str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}"
+        if max_chars is not None and parts and len(",".join([*parts, part])) > max_chars:
+            return ",".join([*parts, f"+{len(ids) - covered}"])
+        parts.append(part)
+        covered += len(run)
+    return ",".join(parts)
+
+
+MAX_NAME_IDS = 120  # characters of ids in a Tune trial name (dirnames stay well under 255)
+
+
 def trial_name(trial: Any) -> str:
-    """Short Tune trial names ("trial-12+3" = store trial 12 and 3 more packed with it)."""
+    """Tune trial names that name the store's trials, so a trial in the Ray dashboard is
+    found in the store and back: ``trial-12_<tune id>`` for one run, and
+    ``pack-12..15,20_<tune id>`` for a pack (every member's store id, as ranges)."""
     ids = _member_ids(trial.config)
-    extra = f"+{len(ids) - 1}" if len(ids) > 1 else ""
-    return f"trial-{ids[0] if ids else 'none'}{extra}_{trial.trial_id}"
+    if len(ids) <= 1:
+        return f"trial-{ids[0] if ids else 'none'}_{trial.trial_id}"
+    return f"pack-{id_ranges(ids, MAX_NAME_IDS)}_{trial.trial_id}"
 
 
 def actor_ip(trial: Any) -> str | None:

@@ -138,3 +138,25 @@ def test_error_text_unwraps_ray_task_errors() -> None:
     )
     assert error_text(ValueError("a\nb\nlast line")) == "ValueError: last line"
     assert "no error" in error_text(None)
+
+
+def test_tune_trial_names_carry_every_store_trial_id() -> None:
+    """A trial seen in the Ray dashboard names its store trial(s): one id, or a pack's
+    member ids as ranges, cut with a count past MAX_NAME_IDS characters."""
+    from types import SimpleNamespace
+
+    from workers.trainable import GROUP_KEY
+    from workers.tune_runner import MAX_NAME_IDS, id_ranges, trial_name
+
+    def tune_trial(ids: list[int]) -> Any:
+        members = [{"trial_id": i} for i in ids]
+        return SimpleNamespace(config={GROUP_KEY: members}, trial_id="ab12_00003")
+
+    assert trial_name(tune_trial([12])) == "trial-12_ab12_00003"
+    assert trial_name(tune_trial([15, 12, 13, 14, 20])) == "pack-12..15,20_ab12_00003"
+    assert id_ranges([3, 5, 7]) == "3,5,7" and id_ranges([1, 2]) == "1..2"
+    scattered = list(range(1000, 1064, 2))  # 32 members, no two consecutive
+    name = trial_name(tune_trial(scattered))
+    shown = name.removeprefix("pack-").rsplit("_", 2)[0].split(",")
+    assert len(",".join(shown)) <= MAX_NAME_IDS + len(",+99")
+    assert shown[-1].startswith("+") and len(shown) - 1 + int(shown[-1][1:]) == 32
