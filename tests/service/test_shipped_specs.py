@@ -47,7 +47,7 @@ def test_paper_full_has_matched_step_pairs_for_every_architecture() -> None:
     whose first steps match within the report's factor (modified, and m1 where it trains,
     against ordinary)."""
     from idemcore import calibrate
-    from idemcore.nets import m1_applicable
+    from idemcore.architectures import m1_applicable
 
     docs = read_specs(str(Path(__file__).parents[2] / "specs" / "paper-full.yaml"))
     seen: dict[str, int] = {}
