@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from statistics import median
 
 import numpy as np
-import torch
 
 from idemcore.config import LayerSpec, TrialConfig
 
@@ -109,6 +108,8 @@ def measure(
     jobs one thread measured 4-5x faster than two (B4, batch 100: 0.3 s vs 1.3 s a step
     at load 15 on 2 cores). The setting is process-wide and restored afterwards.
     """
+    import torch  # here: the matching rules below are read by the report without torch
+
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

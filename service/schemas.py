@@ -449,7 +449,14 @@ class ClaimRowPublic(PairedPublic):
     data: str
     init: str = Field(description="the init label, with its std and gain where they apply")
     optimizer: str = Field(description="the optimizer (sgd unless the sweep names others)")
-    a: str = Field(description="algorithm a (the claim is about a)")
+    dimension: str = Field(
+        description="what a and b are: 'algorithm', or two values of the grid dimension "
+        "'data', 'optimizer' or 'init' (runs differing only there, paired by seed)"
+    )
+    algorithm: str | None = Field(
+        description="a dimension row's algorithm (both sides ran it); null for algorithm rows"
+    )
+    a: str = Field(description="algorithm a, or value a of the dimension (the claim is about a)")
     b: str
     claim: Literal["a", "b"] = Field(
         description="a: as good or better idempotent error; b: fewer epochs to the threshold"
@@ -478,6 +485,8 @@ class ClaimRowPublic(PairedPublic):
             data=s.data,
             init=s.init,
             optimizer=s.optimizer,
+            dimension=q.dimension,
+            algorithm=q.algorithm,
             a=q.a,
             b=q.b,
             claim=q.claim.key,

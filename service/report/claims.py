@@ -139,6 +139,10 @@ class Question:
     selection_seeds: tuple[int, ...] | None = None
     evaluation_seeds: tuple[int, ...] | None = None
     askable: bool = True
+    # "algorithm": a and b are algorithms. "data", "optimizer" or "init": a and b are two
+    # values of that grid dimension, both run with ``algorithm`` (service.report.dimensions).
+    dimension: str = "algorithm"
+    algorithm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,11 @@ def answer(qs: Sequence[Question], threshold: float) -> list[ClaimRow]:
 
 
 def claim_rows(settings: Sequence[SettingAnalysis], threshold: float) -> list[ClaimRow]:
-    """The whole answer table: every setting, comparison, claim and way, in order."""
+    """The whole answer table: every setting, comparison, claim and way, in order; then
+    the comparisons across the sweep's other dimensions (data, optimizer, init) where it
+    has more than one value. One Holm family."""
+    from service.report.dimensions import dimension_questions  # it builds on this module
+
     qs = [
         q
         for sa in settings
@@ -243,4 +251,4 @@ def claim_rows(settings: Sequence[SettingAnalysis], threshold: float) -> list[Cl
         if a in sa.algorithms and b in sa.algorithms
         for q in questions(sa, a, b)
     ]
-    return answer(qs, threshold)
+    return answer(qs + dimension_questions(settings), threshold)

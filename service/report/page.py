@@ -23,7 +23,7 @@ from service.report.analysis import SettingAnalysis
 from service.report.kinds import DIM_TOLERANCE, KIND_ORDER, Kind, count_kinds
 from service.report.model import ReportData
 from service.report.provenance import SHOWN_SOURCES, provenance_rows
-from service.report.text import glance, row_setting, tally
+from service.report.text import comparison_label, glance, row_setting, tally
 from service.schemas import ClaimRowPublic
 
 NULL_MAP_WARNING = (
@@ -146,7 +146,8 @@ def render_page(
             tally=tally,
             claims=claims.CLAIMS,
             ways=list(claims.Way),
-            rows=[(r, row_setting(r).title()) for r in rows],
+            rows=[(r, row_setting(r).title(), comparison_label(r)) for r in rows],
+            dimension_rows=any(r.dimension != "algorithm" for r in rows),
             settings=settings,
             kind_order=KIND_ORDER,
             null_kind=Kind.null,

@@ -27,6 +27,14 @@ def row_setting(row: ClaimRowPublic) -> Setting:
     return Setting(row.architecture, row.samples, row.batch_size, row.data, row.init, row.optimizer)
 
 
+def comparison_label(row: ClaimRowPublic) -> str:
+    """'modified vs ordinary', or for a dimension row 'data: gaussian-fresh vs
+    gaussian-fixed (modified)'."""
+    if row.dimension == "algorithm":
+        return f"{row.a} vs {row.b}"
+    return f"{row.dimension}: {row.a} vs {row.b} ({row.algorithm})"
+
+
 @dataclass
 class Glance:
     """One setting and comparison: the verdicts of its rows per (claim, way)."""
@@ -34,6 +42,7 @@ class Glance:
     setting: Setting
     a: str
     b: str
+    label: str
     cells: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def verdicts(self, claim: str, way: str) -> list[str]:
@@ -42,10 +51,10 @@ class Glance:
 
 def glance(rows: Sequence[ClaimRowPublic]) -> list[Glance]:
     """The rows grouped by setting and comparison, in row order."""
-    out: dict[tuple[Setting, str, str], Glance] = {}
+    out: dict[tuple[Setting, str], Glance] = {}
     for row in rows:
-        s = row_setting(row)
-        g = out.setdefault((s, row.a, row.b), Glance(s, row.a, row.b))
+        s, label = row_setting(row), comparison_label(row)
+        g = out.setdefault((s, label), Glance(s, row.a, row.b, label))
         g.cells.setdefault((row.claim, row.way), []).append(row.verdict)
     return list(out.values())
 
@@ -75,5 +84,5 @@ def verdict_lines(rows: Sequence[ClaimRowPublic]) -> list[str]:
         if s.optimizer != "sgd":
             name += f" {s.optimizer}"
         cells = [f"{tally(g.verdicts(c.key, w), short=True):<22}" for c in CLAIMS for w in ways]
-        lines.append(f"{name:<34} {g.a + ' vs ' + g.b:<20} {' '.join(cells)}")
+        lines.append(f"{name:<34} {g.label:<20} {' '.join(cells)}")
     return lines

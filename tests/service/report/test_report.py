@@ -79,8 +79,14 @@ def test_settings_split_architecture_batch_and_init(
         s for s in settings if s.setting.batch_size == 200 and s.setting.init == "default"
     )
     assert full_default.algorithms == ("modified", "ordinary", "m1")
-    compared = [(r.question.a, r.question.b) for r in rows if r.setting == full_default.setting]
+    mine = [r.question for r in rows if r.setting == full_default.setting]
+    compared = [(q.a, q.b) for q in mine if q.dimension == "algorithm"]
     assert list(dict.fromkeys(compared)) == [("modified", "ordinary"), ("m1", "ordinary")]
+    # The two inits of the full batch are a grid dimension: compared per algorithm too.
+    inits = {(q.a, q.b, q.algorithm) for q in mine if q.dimension == "init"}
+    ortho = next(s for s in settings if s.setting.init == "orthogonal")
+    both = [a for a in full_default.algorithms if a in ortho.algorithms]
+    assert both and inits == {("default", "orthogonal", a) for a in both}
 
 
 def test_kinds_follow_image_dimension(paper: ReportData) -> None:
@@ -164,6 +170,8 @@ def test_equal_lr_counts_match_an_independent_recount(
     for s in settings:
         for row in rows:
             if row.setting != s.setting or row.question.way != Way.equal_lr:
+                continue
+            if row.question.dimension != "algorithm":  # the init rows: their own test
                 continue
             q = row.question
             assert q.lr_a == q.lr_b and q.lr_a is not None
@@ -353,7 +361,10 @@ def test_page_renders_exactly_the_claims_endpoint(
     shown = page_rows(report.html)
     assert len(shown) == body["count"]
     for cells, row in zip(shown, body["data"], strict=True):
-        assert cells[1] == f"{row['a']} vs {row['b']}"
+        if row["dimension"] == "algorithm":
+            assert cells[1] == f"{row['a']} vs {row['b']}"
+        else:
+            assert cells[1] == f"{row['dimension']}: {row['a']} vs {row['b']} ({row['algorithm']})"
         assert cells[2:4] == [f"({row['claim']})", row["way"]]
         assert cells[4:6] == [num(row["lr_a"], "g"), num(row["lr_b"], "g")]
         counts = [str(row["pairs"]), num(row["a_wins"], "d"), num(row["b_wins"], "d")]
