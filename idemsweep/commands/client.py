@@ -33,42 +33,38 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(handler=submit)
 
-    p = sub.add_parser("status", help="a sweep's status and progress")
-    p.add_argument("id", type=int)
-    p.add_argument("--json", action="store_true", help="print the API's JSON")
-    p.set_defaults(handler=status)
+    _command(sub, "status", "a sweep's status and progress", status)
 
-    p = sub.add_parser("summary", help="per-group statistics of a metric")
-    p.add_argument("id", type=int)
+    p = _command(sub, "summary", "per-group statistics of a metric", summary)
     p.add_argument("--by", default=SUMMARY_BY, help=f"group fields (default {SUMMARY_BY})")
     p.add_argument("--metric", default="idempotent_error")
     p.add_argument("--epoch", type=int, default=None, help="the metric at this epoch")
-    p.add_argument("--json", action="store_true", help="print the API's JSON")
-    p.set_defaults(handler=summary)
 
-    p = sub.add_parser("compare", help="paired comparison of two algorithms")
-    p.add_argument("id", type=int)
+    p = _command(sub, "compare", "paired comparison of two algorithms", compare)
     p.add_argument("--a", default="modified")
     p.add_argument("--b", default="ordinary")
     p.add_argument("--metric", default="idempotent_error")
     p.add_argument("--epoch", type=int, default=None)
-    p.add_argument("--json", action="store_true", help="print the API's JSON")
-    p.set_defaults(handler=compare)
 
-    p = sub.add_parser("claims", help="the report's answer table: each claim, each way")
-    p.add_argument("id", type=int)
-    p.add_argument("--json", action="store_true", help="print the API's JSON")
-    p.set_defaults(handler=claims)
+    _command(sub, "claims", "the report's answer table: each claim, each way", claims)
+    _command(sub, "cancel", "cancel a sweep", cancel, with_json=False)
 
-    p = sub.add_parser("cancel", help="cancel a sweep")
-    p.add_argument("id", type=int)
-    p.set_defaults(handler=cancel)
-
-    p = sub.add_parser("sweeps", help="list sweeps")
+    p = _command(sub, "sweeps", "list sweeps", sweeps, with_id=False)
     p.add_argument("--status", default=None)
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true", help="print the API's JSON")
-    p.set_defaults(handler=sweeps)
+
+
+def _command(
+    sub: Any, name: str, help: str, handler: Any, *, with_id: bool = True, with_json: bool = True
+) -> Any:
+    """A subcommand that reads one sweep (``ID``) and can print the API's JSON (``--json``)."""
+    p = sub.add_parser(name, help=help)
+    if with_id:
+        p.add_argument("id", type=int)
+    if with_json:
+        p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(handler=handler)
+    return p
 
 
 # --- talking to the server (the HTTP layer is idemsweep.client.Client) -------------
