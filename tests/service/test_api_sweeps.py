@@ -158,6 +158,37 @@ def test_skip_invalid_leaves_pairs_out_and_lists_them(client: TestClient) -> Non
     }
 
 
+def test_mapping_data_and_optimizers_are_stored_per_trial_and_filterable(
+    client: TestClient,
+) -> None:
+    body = with_(
+        learning_rates={"modified": [0.01], "ordinary": [0.05, 0.1]},
+        data=["gaussian-fresh", "gaussian-fixed"],
+        optimizers=["sgd", "adam"],
+    )
+    r = client.post("/sweeps", json=body)
+    assert r.status_code == 201, r.text
+    sweep_id = r.json()["id"]
+    assert r.json()["trial_count"] == (1 + 2) * 2 * 2 * 2  # rates × data × optimizers × seeds
+    rows = client.get(f"/sweeps/{sweep_id}/trials", params={"limit": 100}).json()["data"]
+    assert {(t["algorithm"], t["learning_rate"]) for t in rows} == {
+        ("modified", 0.01),
+        ("ordinary", 0.05),
+        ("ordinary", 0.1),
+    }
+    assert {(t["data"], t["optimizer"], t["config"]["optimizer"]) for t in rows} == {
+        (d, o, o) for d in ("gaussian-fresh", "gaussian-fixed") for o in ("sgd", "adam")
+    }
+    adam = client.get(f"/sweeps/{sweep_id}/trials", params={"optimizer": "adam"}).json()
+    assert adam["count"] == 12 and all(t["optimizer"] == "adam" for t in adam["data"])
+    summary = client.get(
+        f"/sweeps/{sweep_id}/summary", params={"by": "data,optimizer", "metric": "loss"}
+    )
+    assert summary.status_code == 200, summary.text
+    groups = {(g["data"], g["optimizer"]) for g in summary.json()["data"]}
+    assert groups <= {(d, o) for d in ("gaussian-fresh", "gaussian-fixed") for o in ("sgd", "adam")}
+
+
 def test_submit_then_read(client: TestClient) -> None:
     r = client.post("/sweeps", json=SMALL_SPEC)
     assert r.status_code == 201
