@@ -22,15 +22,17 @@ class OptimizerKind:
     """A torch.optim class with its settings besides the learning rate.
 
     ``linear`` says the update is linear in the gradient (SGD, with or without
-    momentum): scaling the gradient by c scales every update by c."""
+    momentum): scaling the gradient by c scales every update by c. ``plain`` marks plain
+    SGD, p <- p - lr * g, which keeps no state."""
 
     cls: Callable[..., torch.optim.Optimizer]
     kwargs: dict[str, Any] = field(default_factory=dict)
     linear: bool = False
+    plain: bool = False
 
 
 OPTIMIZER_KINDS: dict[str, OptimizerKind] = {
-    "sgd": OptimizerKind(torch.optim.SGD, linear=True),
+    "sgd": OptimizerKind(torch.optim.SGD, linear=True, plain=True),
     "momentum": OptimizerKind(torch.optim.SGD, {"momentum": 0.9}, linear=True),
     "adam": OptimizerKind(torch.optim.Adam),
 }
@@ -64,6 +66,11 @@ class StackedOptimizer:
     member's slices are a param group of their own with its learning rate. Either way
     a pack of one is exactly the torch optimizer of a run alone; tests compare every
     optimizer against a plain torch loop.
+
+    Fast path: plain SGD (the default, and the note's) is applied directly,
+    p <- p - (lr_i · g), the update torch.optim.SGD makes, without its per-step
+    bookkeeping (measured ~0.3 ms a step on the loaded 2-core box: 10% of a packed N1
+    epoch at m = 2000). tests/idemcore/test_optim.py holds it equal to torch.optim.SGD.
     """
 
     def __init__(self, name: str, params: Sequence[torch.Tensor], lrs: Sequence[float]) -> None:
@@ -86,7 +93,14 @@ class StackedOptimizer:
         The gradient tensors may be overwritten."""
         if self.kind.linear:
             for p, g in zip(self.params, grads, strict=True):
-                p.grad = None if g is None else g.mul_(self.lr.view(-1, *[1] * (g.dim() - 1)))
+                scaled = None if g is None else g.mul_(self.lr.view(-1, *[1] * (g.dim() - 1)))
+                if self.kind.plain:
+                    if scaled is not None:
+                        p.sub_(scaled)
+                else:
+                    p.grad = scaled
+            if self.kind.plain:
+                return
         else:
             for i, views in enumerate(self.views):
                 for v, g in zip(views, grads, strict=True):
