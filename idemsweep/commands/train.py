@@ -7,13 +7,14 @@ import json
 import sys
 from typing import Any
 
+from idemcore.config import ALGORITHMS, DATA_SOURCES, DTYPES, INITS, OPTIMIZERS
 from idemsweep.errors import CliError
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("train", help="train one network and print its metrics")
     p.add_argument("--arch", required=True, help="N1..N4, B1..B4")
-    p.add_argument("--algorithm", required=True, choices=["ordinary", "modified", "m1"])
+    p.add_argument("--algorithm", required=True, choices=ALGORITHMS)
     p.add_argument("--lr", type=float, required=True, help="learning rate")
     p.add_argument("--samples", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=10000)
@@ -22,14 +23,20 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--data",
         default="gaussian-fresh",
-        choices=["gaussian-fresh", "gaussian-fixed", "digits", "file"],
+        choices=DATA_SOURCES,
     )
     p.add_argument("--data-path", default=None, help="the .npz/.npy/IDX file for --data file")
     p.add_argument("--threshold", type=float, default=1e-3)
-    p.add_argument("--init", default="default", choices=["default", "orthogonal", "normal"])
+    p.add_argument("--init", default="default", choices=INITS)
     p.add_argument("--init-std", type=float, default=0.1, help="std for --init normal")
     p.add_argument("--gain", type=float, default=1.0)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument(
+        "--optimizer",
+        default="sgd",
+        choices=OPTIMIZERS,
+        help="sgd (the note's), momentum (SGD, 0.9) or adam (PyTorch defaults but lr)",
+    )
     p.add_argument("--eval-samples", type=int, default=1000)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, ...")
     p.add_argument(
@@ -70,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             threshold=args.threshold,
             eval_samples=args.eval_samples,
+            optimizer=args.optimizer,
             device=device_class,
             tf32=args.tf32,
         )
