@@ -35,14 +35,7 @@ from idemsweep.commands.up import free_port
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SPEC: dict[str, Any] = {
-    "architectures": ["N1"],
-    "algorithms": ["modified", "ordinary"],
-    "learning_rates": [0.05],
-    "batches": [{"samples": 100, "batch_size": 100}],
-    "seeds": 2,
-    "epochs": 10,
-}
+from tests.utils.factories import SMALL_SPEC as SPEC  # noqa: E402  (4 small N1 trials)
 
 
 def start_postgres() -> tuple[str, str]:
