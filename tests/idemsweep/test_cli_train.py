@@ -79,22 +79,12 @@ def test_bad_arguments_exit_2_with_one_line(
 
 
 def test_optimizer_flag_trains_with_that_optimizer(capsys: pytest.CaptureFixture[str]) -> None:
-    from idemcore.config import TrialConfig
     from idemcore.train import train as train_config
+    from tests.utils.factories import make_small_config
 
+    config = make_small_config(learning_rate=0.01, epochs=3, optimizer="adam")
     args = "--arch N1 --algorithm modified --lr 0.01 --samples 64 --batch-size 16 --epochs 3"
     code, out, _ = train(capsys, args + " --dtype float64 --optimizer adam --json")
     assert code == 0
     payload = json.loads(out.strip().splitlines()[-1])
-    config = TrialConfig(
-        architecture="N1",
-        algorithm="modified",
-        learning_rate=0.01,
-        samples=64,
-        batch_size=16,
-        epochs=3,
-        seed=0,
-        dtype="float64",
-        optimizer="adam",
-    )
     assert payload["idempotent_error"] == train_config(config).idempotent_error
