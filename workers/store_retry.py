@@ -3,21 +3,28 @@
 A worker must not lose a sweep because PostgreSQL restarted (or SQLite stayed locked past
 its busy timeout) for a moment. :func:`in_transaction` runs one unit of work in its own
 ``session_scope`` and, when the database connection fails, rolls back and runs it again
-after a short backoff, for up to ``timeout_s``. The engine's ``pool_pre_ping`` replaces
-the dead pooled connections. Every unit retried this way is safe to run twice once it was
-rolled back: epoch batches are ``ON CONFLICT DO NOTHING`` and status changes are guarded.
+after an exponential backoff (tenacity), for up to ``timeout_s``. The engine's
+``pool_pre_ping`` replaces the dead pooled connections. Every unit retried this way is
+safe to run twice once it was rolled back: epoch batches are ``ON CONFLICT DO NOTHING``
+and status changes are guarded.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_before_delay,
+    wait_exponential,
+)
 
 from service.store.engine import session_scope
 
@@ -26,6 +33,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_TIMEOUT_S = 120.0
+# Backoff between tries: 0.2 s, doubling, at most 5 s.
+FIRST_DELAY_S, MAX_DELAY_S = 0.2, 5.0
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -36,18 +45,25 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retrying(fn: Callable[[], T], *, what: str, timeout_s: float = RETRY_TIMEOUT_S) -> T:
-    """``fn()``, called again after a backoff while it fails with a transient error."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.2
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc) or time.monotonic() + delay > deadline:
-                raise
-            log.warning("%s: database unavailable (%s); retrying in %.1f s", what, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    """``fn()``, called again after a backoff while it fails with a transient error.
+
+    Gives up (re-raising the last error) rather than start a try after ``timeout_s``;
+    any other error is raised at once.
+    """
+
+    def warn(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s: database unavailable (%s); retrying in %.1f s", what, exc, delay)
+
+    retry = Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential(multiplier=FIRST_DELAY_S, max=MAX_DELAY_S),
+        stop=stop_before_delay(timeout_s),
+        before_sleep=warn,
+        reraise=True,
+    )
+    return retry(fn)
 
 
 def in_transaction(
