@@ -10,8 +10,9 @@ their seed and pair up. Every check runs before anything is stored; a
 failure raises :class:`SpecFieldError` (or :class:`SpecLimitError`), which the API turns
 into a 422 naming the field path (and the limit).
 
-The workers read ``resources``, ``pack`` and ``max_concurrent`` back from the stored spec
-through ``SweepSpec.model_validate``.
+The API stores the validated spec (``model_dump(mode="json")``); the workers read it back
+through ``SweepSpec.model_validate`` and take ``resources``, ``pack``, ``max_concurrent``
+and ``max_failures`` from it (``workers.tune_runner.RunPlan.from_spec``).
 """
 
 from __future__ import annotations
@@ -204,6 +205,14 @@ class SweepSpec(StrictModel):
     max_concurrent: Annotated[
         PositiveInt | None, Field(description="concurrent Ray trials (unset = the cluster's)")
     ] = None
+    max_failures: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=100,
+            description="Ray Tune restarts of a trial whose process crashed (0: it fails at once)",
+        ),
+    ] = 2
     priority: Annotated[
         int, Field(ge=-1_000_000, le=1_000_000, description="higher runs first")
     ] = 0

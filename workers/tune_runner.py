@@ -19,14 +19,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import ValidationError
 from ray import cloudpickle, tune
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from idemcore.train import EpochRecord, TrialResult
+from service.exceptions import SpecInvalid
 from service.faultpoints import pause_point
+from service.spec import SweepSpec
 from service.store.epochs import append_epochs
 from service.store.records import TrialTodo
 from service.store.status import TrialStatus
@@ -36,41 +39,41 @@ from workers.trainable import GPU_KEY, GROUP_KEY, REPORT_EVERY_KEY
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_FAILURES = 2
+
+def load_spec(sweep_id: int, stored: dict[str, Any]) -> SweepSpec:
+    """The sweep's stored spec as a SweepSpec (the API stored it validated); a spec that
+    does not validate (written to the store by hand, or by an older version) raises
+    SpecInvalid naming the first bad field, which fails the sweep with that message."""
+    try:
+        return SweepSpec.model_validate(stored)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "spec"
+        raise SpecInvalid(
+            f"sweep {sweep_id}: the stored spec is not a valid SweepSpec: {where}: "
+            f"{first['msg']} ({exc.error_count()} error(s))"
+        ) from None
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What the worker reads from a stored spec (defensively: absent keys get defaults)."""
+    """How the worker runs a sweep: what it takes from the stored, validated spec."""
 
-    cpu: float = 1.0
-    gpu: float = 0.0
-    pack: int | bool | None = None
-    max_concurrent: int | None = None
-    max_failures: int = DEFAULT_MAX_FAILURES
+    cpu: float
+    gpu: float
+    pack: int | Literal[False] | None  # None: automatic; False: off; N: group size
+    max_concurrent: int | None
+    max_failures: int
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> RunPlan:
-        """Resources ``{cpu, gpu}``, ``pack``, ``max_concurrent`` and ``max_failures``.
-
-        ``max_failures`` (Tune retries of a crashed trial) is not part of the API's spec
-        model; a spec written to the store directly may set it.
-        """
-        resources = spec.get("resources") or {}
-        cpu = float(resources.get("cpu", 1) or 0)
-        gpu = float(resources.get("gpu", 0) or 0)
-        # As in service.spec.SweepSpec: absent/None = automatic, False = off, N = size.
-        pack = spec.get("pack")
-        if pack is True or pack == "auto" or not isinstance(pack, bool | int):
-            pack = None
-        max_concurrent = spec.get("max_concurrent")
-        max_failures = spec.get("max_failures", DEFAULT_MAX_FAILURES)
+    def from_spec(cls, spec: SweepSpec) -> RunPlan:
+        """Resources per Tune trial, ``pack``, ``max_concurrent`` and ``max_failures``."""
         return cls(
-            cpu=cpu if cpu > 0 or gpu > 0 else 1.0,
-            gpu=gpu,
-            pack=pack,
-            max_concurrent=int(max_concurrent) if max_concurrent else None,
-            max_failures=int(max_failures) if max_failures is not None else 0,
+            cpu=spec.resources.cpu,
+            gpu=spec.resources.gpu,
+            pack=spec.pack,
+            max_concurrent=spec.max_concurrent,
+            max_failures=spec.max_failures,
         )
 
     def resources(self) -> dict[str, float]:
@@ -305,7 +308,7 @@ def run_tune(
     engine: Engine,
     *,
     sweep_id: int,
-    spec: dict[str, Any],
+    spec: SweepSpec,
     todos: Sequence[TrialTodo],
     data_dir: Path,
     report_every: int,

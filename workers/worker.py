@@ -207,7 +207,7 @@ class Worker:
 
     def process(self, claimed: ClaimedSweep) -> SweepOutcome:
         """Run one claimed sweep to its end (or until stopped) and settle its state."""
-        from workers.tune_runner import experiment_name, run_tune
+        from workers.tune_runner import experiment_name, load_spec, run_tune
 
         assert self.worker_id is not None
         stop = threading.Event()
@@ -231,11 +231,12 @@ class Worker:
                 set_ray_info(session, claimed.id, experiment, self.dashboard_url)
                 return unfinished_trials(session, claimed.id)
 
+            spec = load_spec(claimed.id, claimed.spec)
             todos = in_transaction(self.engine, start, what="sweep start")
             run_tune(
                 self.engine,
                 sweep_id=claimed.id,
-                spec=claimed.spec,
+                spec=spec,
                 todos=todos,
                 data_dir=self.settings.data_dir,
                 report_every=self.settings.report_every,

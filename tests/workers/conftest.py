@@ -7,10 +7,11 @@ join it by address, so no test starts a second cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from idemcore.config import TrialConfig
 from service.settings import Settings
+from service.spec import SweepSpec
 from service.store.engine import session_scope
 from service.store.models import EpochMetric, Trial
 from service.store.queries import get_sweep
@@ -55,10 +57,45 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
     )
 
 
-def add_sweep(engine: Engine, configs: Sequence[TrialConfig], name: str = "t", **spec: Any) -> int:
-    """Create a queued sweep straight in the store (no API), returning its id."""
+def spec_for(configs: Sequence[TrialConfig], name: str = "t", **run: Any) -> dict[str, Any]:
+    """The spec the API would store for ``configs`` (a validated SweepSpec as JSON): its
+    grid lists their values; ``run`` sets the run fields (resources, pack,
+    max_concurrent, max_failures)."""
+
+    def unique(values: Iterable[Any]) -> list[Any]:
+        out: list[Any] = []
+        for v in values:
+            if v not in out:
+                out.append(v)
+        return out
+
+    spec = SweepSpec.model_validate(
+        {
+            "name": name,
+            "architectures": unique(
+                c.architecture
+                if isinstance(c.architecture, str)
+                else [dataclasses.asdict(layer) for layer in c.architecture]
+                for c in configs
+            ),
+            "algorithms": unique(c.algorithm for c in configs),
+            "learning_rates": unique(c.learning_rate for c in configs),
+            "batches": unique({"samples": c.samples, "batch_size": c.batch_size} for c in configs),
+            "seeds": unique(c.seed for c in configs),
+            "epochs": max(c.epochs for c in configs),
+            "optimizers": unique(c.optimizer for c in configs),
+            **run,
+        }
+    )
+    return spec.model_dump(mode="json")
+
+
+def add_sweep(engine: Engine, configs: Sequence[TrialConfig], name: str = "t", **run: Any) -> int:
+    """Create a queued sweep straight in the store (no API) with the spec the API would
+    store (:func:`spec_for`), returning its id."""
+    spec = spec_for(configs, name, **run)
     with session_scope(engine) as session:
-        created = create_sweep(session, name=name, spec=dict(spec), priority=0, trials=configs)
+        created = create_sweep(session, name=name, spec=spec, priority=0, trials=configs)
     return created.id
 
 

@@ -8,31 +8,45 @@ import pytest
 from sqlalchemy import Engine
 
 from idemcore.train import train
+from service.exceptions import SpecInvalid
+from service.spec import SweepSpec
 from service.store.engine import session_scope
 from service.store.queries import get_trial
 from service.store.trials import unfinished_trials
 from tests.utils.factories import make_config
-from tests.workers.conftest import add_sweep, epoch_numbers
-from workers.tune_runner import RunPlan, StoreCallback, error_text, make_groups
+from tests.workers.conftest import add_sweep, epoch_numbers, spec_for
+from workers.tune_runner import RunPlan, StoreCallback, error_text, load_spec, make_groups
 
 
 def test_run_plan_defaults_when_the_spec_says_nothing() -> None:
-    plan = RunPlan.from_spec({})
+    plan = RunPlan.from_spec(SweepSpec.model_validate(spec_for([make_config()])))
     assert (plan.cpu, plan.gpu, plan.pack, plan.max_concurrent) == (1.0, 0.0, None, None)
+    assert plan.max_failures == 2
     assert plan.concurrency({"CPU": 8.0}, None) == 8
     assert plan.concurrency({"CPU": 8.0}, 3) == 3
 
 
 def test_run_plan_reads_resources_pack_and_limits() -> None:
-    spec = {"resources": {"cpu": 2, "gpu": 0.5}, "pack": False, "max_concurrent": 5}
-    plan = RunPlan.from_spec(spec)
-    assert plan.resources() == {"cpu": 2.0, "gpu": 0.5}
-    assert plan.pack is False and plan.max_concurrent == 5
-    assert plan.concurrency({"CPU": 16.0, "GPU": 1.0}, None) == 5
-    assert (
-        RunPlan.from_spec({"resources": {"gpu": 0.5}}).concurrency({"CPU": 16.0, "GPU": 1.0}, None)
-        == 2
+    stored = spec_for(
+        [make_config()],
+        resources={"cpu": 2, "gpu": 0.5},
+        pack=False,
+        max_concurrent=5,
+        max_failures=0,
     )
+    plan = RunPlan.from_spec(load_spec(1, stored))
+    assert plan.resources() == {"cpu": 2.0, "gpu": 0.5}
+    assert plan.pack is False and plan.max_concurrent == 5 and plan.max_failures == 0
+    assert plan.concurrency({"CPU": 16.0, "GPU": 1.0}, None) == 5
+    half_gpu = load_spec(1, spec_for([make_config()], resources={"gpu": 0.5}))
+    assert RunPlan.from_spec(half_gpu).concurrency({"CPU": 16.0, "GPU": 1.0}, None) == 2
+
+
+def test_a_stored_spec_that_does_not_validate_names_its_field() -> None:
+    with pytest.raises(SpecInvalid, match=r"sweep 7: .* not a valid SweepSpec: name: Field"):
+        load_spec(7, {"pack": False})
+    with pytest.raises(SpecInvalid, match="max_failures: Input should be greater than"):
+        load_spec(7, spec_for([make_config()], max_failures=0) | {"max_failures": -1})
 
 
 def test_groups_are_singletons_unless_packing(engine: Engine) -> None:

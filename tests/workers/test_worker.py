@@ -18,7 +18,7 @@ from service.store.engine import make_engine, session_scope
 from service.store.models import Sweep
 from service.store.models import Worker as WorkerRow
 from service.store.queries import trial_epochs
-from service.store.sweeps import request_cancel
+from service.store.sweeps import create_sweep, request_cancel
 from tests.utils.factories import make_config, make_grid
 from tests.utils.processes import wait_for
 from tests.utils.threads import one_torch_thread
@@ -112,6 +112,24 @@ def test_gpu_trial_on_a_cluster_without_gpus_fails_at_once(
     (row,) = trials(engine, sweep_id)
     assert row.status == "failed" and row.error.startswith("CUDA not available")
     assert sweep(engine, sweep_id).status == "succeeded"
+
+
+def test_a_stored_spec_that_does_not_validate_fails_the_sweep(
+    ray_address: str, settings: Settings, engine: Engine
+) -> None:
+    """The worker reads the spec through SweepSpec: a spec written to the store by hand
+    that does not validate fails its sweep, naming the field, before anything runs."""
+    with session_scope(engine) as session:
+        sweep_id = create_sweep(
+            session, name="bad", spec={"pack": False}, trials=[make_config()]
+        ).id
+    worker = run_worker(settings, engine)
+    assert [o.status for o in worker.outcomes] == ["failed"]
+    record = sweep(engine, sweep_id)
+    assert record.status == "failed"
+    assert "not a valid SweepSpec: name: Field required" in (record.error or "")
+    (row,) = trials(engine, sweep_id)
+    assert row.status == "failed" and row.attempts == 0
 
 
 @pytest.mark.cuda
