@@ -8,7 +8,7 @@ the API by accident and a renamed column fails loudly here.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -144,7 +144,21 @@ class ProvenancePublic(BaseModel):
         }
 
 
-class TrialPublic(ProvenancePublic):
+class MetricsPublic(BaseModel):
+    """The metrics measured every epoch (their final values on a trial). The names are
+    idemcore's (``idemcore.records.EPOCH_METRICS``); tests/service/test_metric_names.py
+    holds these typed fields equal to them."""
+
+    idempotent_error: float | None
+    train_idempotent_error: float | None
+    loss: float | None
+    norm: float | None
+    trace: float | None
+    update_norm: float | None
+    image_dim: float | None
+
+
+class TrialPublic(ProvenancePublic, MetricsPublic):
     """One run: its config columns, status, final metrics and provenance."""
 
     id: int
@@ -161,13 +175,6 @@ class TrialPublic(ProvenancePublic):
     optimizer: str
     config: dict[str, Any] = Field(description="the full resolved TrialConfig")
     attempts: int
-    idempotent_error: float | None
-    train_idempotent_error: float | None
-    loss: float | None
-    norm: float | None
-    trace: float | None
-    update_norm: float | None
-    image_dim: float | None
     epochs_to_threshold: int | None = Field(description="null when never reached")
     epochs_run: int | None
     wall_seconds: float | None
@@ -177,43 +184,13 @@ class TrialPublic(ProvenancePublic):
     finished_at: datetime | None
 
     @classmethod
-    def _fields(cls, r: TrialRecord) -> dict[str, Any]:
-        return {
-            "id": r.id,
-            "sweep_id": r.sweep_id,
-            "status": str(r.status),
-            "architecture": r.architecture,
-            "algorithm": r.algorithm,
-            "learning_rate": r.learning_rate,
-            "samples": r.samples,
-            "batch_size": r.batch_size,
-            "seed": r.seed,
-            "init": r.init,
-            "data": r.data,
-            "optimizer": r.optimizer,
-            "config": dict(r.config),
-            "attempts": r.attempts,
-            "idempotent_error": r.idempotent_error,
-            "train_idempotent_error": r.train_idempotent_error,
-            "loss": r.loss,
-            "norm": r.norm,
-            "trace": r.trace,
-            "update_norm": r.update_norm,
-            "image_dim": r.image_dim,
-            "epochs_to_threshold": r.epochs_to_threshold,
-            "epochs_run": r.epochs_run,
-            "wall_seconds": r.wall_seconds,
-            "error": r.error,
-            "reused_from": r.reused_from,
-            "started_at": r.started_at,
-            "finished_at": r.finished_at,
-            **cls.provenance_fields(r),
-        }
-
-    @classmethod
-    def from_record(cls, r: TrialRecord) -> TrialPublic:
-        """Convert the store's frozen record."""
-        return cls(**cls._fields(r))
+    def from_record(cls, r: TrialRecord) -> Self:
+        """Convert the store's frozen record: each field is the record's attribute of the
+        same name (the status as text, the provenance spread over its own fields)."""
+        provenance = cls.provenance_fields(r)
+        values = {name: getattr(r, name) for name in cls.model_fields if name not in provenance}
+        values["status"] = str(r.status)
+        return cls(**values, **provenance)
 
 
 class TrialDetail(TrialPublic):
@@ -221,15 +198,6 @@ class TrialDetail(TrialPublic):
 
     result: dict[str, Any] | None = Field(description="the full TrialResult")
     node_ip: str | None
-
-    @classmethod
-    def from_record(cls, r: TrialRecord) -> TrialDetail:
-        """Convert the store's frozen record."""
-        return cls(
-            **cls._fields(r),
-            result=dict(r.result) if r.result is not None else None,
-            node_ip=r.node_ip,
-        )
 
 
 class TrialsPublic(BaseModel):
@@ -239,33 +207,16 @@ class TrialsPublic(BaseModel):
     count: int
 
 
-class EpochPublic(BaseModel):
+class EpochPublic(MetricsPublic):
     """The metrics after one epoch (1-based)."""
 
     epoch: int
-    idempotent_error: float | None
-    train_idempotent_error: float | None
-    loss: float | None
-    norm: float | None
-    trace: float | None
-    update_norm: float | None
-    image_dim: float | None
     seconds: float | None
 
     @classmethod
     def from_record(cls, r: EpochRow) -> EpochPublic:
-        """Convert the store's frozen record."""
-        return cls(
-            epoch=r.epoch,
-            idempotent_error=r.idempotent_error,
-            train_idempotent_error=r.train_idempotent_error,
-            loss=r.loss,
-            norm=r.norm,
-            trace=r.trace,
-            update_norm=r.update_norm,
-            image_dim=r.image_dim,
-            seconds=r.seconds,
-        )
+        """Convert the store's frozen record (fields of the same names)."""
+        return cls(**{name: getattr(r, name) for name in cls.model_fields})
 
 
 class EpochsPublic(BaseModel):

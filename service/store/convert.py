@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 from idemcore.config import TrialConfig
@@ -75,41 +76,11 @@ def sweep_record(sweep: Sweep, counts: Mapping[str, int]) -> SweepRecord:
 
 
 def trial_record(t: Trial) -> TrialRecord:
-    """A TrialRecord from a row."""
-    return TrialRecord(
-        id=t.id,
-        sweep_id=t.sweep_id,
-        status=TrialStatus(t.status),
-        architecture=t.architecture,
-        algorithm=t.algorithm,
-        learning_rate=t.learning_rate,
-        samples=t.samples,
-        batch_size=t.batch_size,
-        seed=t.seed,
-        data=t.data,
-        init=t.init,
-        optimizer=t.optimizer,
-        config=t.config,
-        config_hash=t.config_hash,
-        attempts=t.attempts,
-        idempotent_error=t.idempotent_error,
-        train_idempotent_error=t.train_idempotent_error,
-        loss=t.loss,
-        norm=t.norm,
-        trace=t.trace,
-        update_norm=t.update_norm,
-        image_dim=t.image_dim,
-        epochs_to_threshold=t.epochs_to_threshold,
-        epochs_run=t.epochs_run,
-        wall_seconds=t.wall_seconds,
-        result=t.result,
-        error=t.error,
-        reused_from=t.reused_from,
-        node_ip=t.node_ip,
-        started_at=t.started_at,
-        finished_at=t.finished_at,
-        provenance=provenance_of(t),
-    )
+    """A TrialRecord from a row: every field is the column of the same name, except the
+    status (as its enum) and the provenance (gathered from its columns)."""
+    derived: dict[str, Any] = {"status": TrialStatus(t.status), "provenance": provenance_of(t)}
+    columns = {f.name: getattr(t, f.name) for f in fields(TrialRecord) if f.name not in derived}
+    return TrialRecord(**columns, **derived)
 
 
 def provenance_of(t: Trial) -> Provenance | None:

@@ -7,8 +7,9 @@ is timezone-aware UTC on both backends (:class:`UTCDateTime`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -28,12 +29,42 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from idemcore.records import EPOCH_METRICS
 from service.store.status import SweepStatus, TrialStatus
 
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC (the only clock the store uses)."""
     return datetime.now(UTC)
+
+
+# The metrics measured every epoch, stored per epoch and (the last epoch's) on the trial
+# row: declared once, by idemcore's EpochRecord (idemcore.records.EPOCH_METRICS).
+METRIC_COLUMNS: tuple[str, ...] = EPOCH_METRICS
+# Final metrics stored on the trial row (copied as they are when a trial is reused).
+FINAL_METRIC_COLUMNS: tuple[str, ...] = (
+    *METRIC_COLUMNS,
+    "epochs_to_threshold",
+    "epochs_run",
+    "wall_seconds",
+)
+# One epoch row's values, after its keys (trial_id, epoch).
+EPOCH_COLUMNS: tuple[str, ...] = (*METRIC_COLUMNS, "seconds")
+
+_Mapped = TypeVar("_Mapped", bound=type)
+
+
+def float_columns(*names: str) -> Callable[[_Mapped], _Mapped]:
+    """Class decorator: one nullable ``Float`` column per name on a mapped class, so the
+    metric columns come from their one declaration instead of being spelled out here
+    (declarative maps an attribute set on the class after it was created)."""
+
+    def add(cls: _Mapped) -> _Mapped:
+        for name in names:
+            setattr(cls, name, mapped_column(name, Float, nullable=True))
+        return cls
+
+    return add
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -122,6 +153,7 @@ class Sweep(Base):
     )
 
 
+@float_columns(*METRIC_COLUMNS)
 class Trial(Base):
     """One configuration of a sweep, its resolved config, status and final metrics."""
 
@@ -146,13 +178,7 @@ class Trial(Base):
         _enum(TrialStatus, "trial_status"), default=TrialStatus.pending
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    idempotent_error: Mapped[float | None] = mapped_column(Float)
-    train_idempotent_error: Mapped[float | None] = mapped_column(Float)
-    loss: Mapped[float | None] = mapped_column(Float)
-    norm: Mapped[float | None] = mapped_column(Float)
-    trace: Mapped[float | None] = mapped_column(Float)
-    update_norm: Mapped[float | None] = mapped_column(Float)
-    image_dim: Mapped[float | None] = mapped_column(Float)
+    # The METRIC_COLUMNS (final values) are added by @float_columns.
     epochs_to_threshold: Mapped[int | None] = mapped_column(Integer)
     epochs_run: Mapped[int | None] = mapped_column(Integer)
     wall_seconds: Mapped[float | None] = mapped_column(Float)
@@ -196,6 +222,7 @@ class Trial(Base):
     )
 
 
+@float_columns(*EPOCH_COLUMNS)
 class EpochMetric(Base):
     """One epoch of one trial; the primary key makes a replayed epoch a no-op."""
 
@@ -205,14 +232,7 @@ class EpochMetric(Base):
         ForeignKey("trial.id", ondelete="CASCADE"), primary_key=True
     )
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    idempotent_error: Mapped[float | None] = mapped_column(Float)
-    train_idempotent_error: Mapped[float | None] = mapped_column(Float)
-    loss: Mapped[float | None] = mapped_column(Float)
-    norm: Mapped[float | None] = mapped_column(Float)
-    trace: Mapped[float | None] = mapped_column(Float)
-    update_norm: Mapped[float | None] = mapped_column(Float)
-    image_dim: Mapped[float | None] = mapped_column(Float)
-    seconds: Mapped[float | None] = mapped_column(Float)
+    # The EPOCH_COLUMNS (metrics and seconds) are added by @float_columns.
 
 
 class Worker(Base):
@@ -235,24 +255,3 @@ class IdempotencyKey(Base):
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweep.id", ondelete="CASCADE"))
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-# The metrics measured every epoch, stored per epoch and (last epoch's) on the trial row.
-METRIC_COLUMNS: tuple[str, ...] = (
-    "idempotent_error",
-    "train_idempotent_error",
-    "loss",
-    "norm",
-    "trace",
-    "update_norm",
-    "image_dim",
-)
-# Final metrics stored on the trial row (copied as they are when a trial is reused).
-FINAL_METRIC_COLUMNS: tuple[str, ...] = (
-    *METRIC_COLUMNS,
-    "epochs_to_threshold",
-    "epochs_run",
-    "wall_seconds",
-)
-# One epoch row's values, after its keys (trial_id, epoch).
-EPOCH_COLUMNS: tuple[str, ...] = (*METRIC_COLUMNS, "seconds")

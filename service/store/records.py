@@ -1,4 +1,9 @@
-"""Frozen dataclasses the store returns: never ORM objects (they outlive the session)."""
+"""Frozen dataclasses the store returns: never ORM objects (they outlive the session).
+
+A TrialRecord's metric fields are the per-epoch metrics' final values; they are typed
+here for the report's readers and held equal to ``models.METRIC_COLUMNS`` (idemcore's
+declaration) by tests/service/test_metric_names.py.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 
 from idemcore.config import TrialConfig
 from idemcore.provenance import Provenance
+from idemcore.records import EpochRecord
 from service.store.status import SweepStatus, TrialStatus
 
 
@@ -92,19 +98,9 @@ class TrialRecord:
     provenance: Provenance | None = None
 
 
-@dataclass(frozen=True)
-class EpochRow:
-    """One stored epoch of a trial."""
-
-    epoch: int
-    idempotent_error: float | None
-    train_idempotent_error: float | None
-    loss: float | None
-    norm: float | None
-    trace: float | None
-    update_norm: float | None
-    image_dim: float | None
-    seconds: float | None
+# One stored epoch of a trial: the EpochRecord its run reported, read back (one
+# declaration of the per-epoch fields for idemcore, the store, the API and the report).
+EpochRow = EpochRecord
 
 
 @dataclass(frozen=True)
