@@ -145,17 +145,21 @@ class ProvenancePublic(BaseModel):
 
 
 class MetricsPublic(BaseModel):
-    """The metrics measured every epoch (their final values on a trial). The names are
-    idemcore's (``idemcore.records.EPOCH_METRICS``); tests/service/test_metric_names.py
-    holds these typed fields equal to them."""
+    """The metrics measured every epoch (their final values on a trial). The names and
+    their order are idemcore's (``idemcore.records.EPOCH_METRICS``);
+    tests/service/test_metric_names.py holds these typed fields equal to them.
+
+    A model that lists this base first and another one after it (``class
+    EpochPublic(MetricsPublic, EpochKey)``) gets the other base's fields first: pydantic
+    orders fields by the reversed MRO."""
 
     idempotent_error: float | None
-    train_idempotent_error: float | None
     loss: float | None
     norm: float | None
     trace: float | None
     update_norm: float | None
     image_dim: float | None
+    train_idempotent_error: float | None
 
 
 class TrialPublic(ProvenancePublic, MetricsPublic):
@@ -207,10 +211,15 @@ class TrialsPublic(BaseModel):
     count: int
 
 
-class EpochPublic(MetricsPublic):
-    """The metrics after one epoch (1-based)."""
+class EpochKey(BaseModel):
+    """Which epoch a row is (1-based)."""
 
     epoch: int
+
+
+class EpochPublic(MetricsPublic, EpochKey):
+    """The metrics after one epoch: epoch, the metrics, seconds."""
+
     seconds: float | None
 
     @classmethod
@@ -228,8 +237,8 @@ class EpochsPublic(BaseModel):
     count: int
 
 
-class SweepEpochPublic(BaseModel):
-    """One epoch row of a sweep: the trial, its config columns and the metrics."""
+class SweepEpochKey(BaseModel):
+    """The trial (with its config columns) and the epoch of a sweep's epoch row."""
 
     trial_id: int
     architecture: str
@@ -242,13 +251,12 @@ class SweepEpochPublic(BaseModel):
     init: str
     optimizer: str
     epoch: int
-    idempotent_error: float | None
-    train_idempotent_error: float | None
-    loss: float | None
-    norm: float | None
-    trace: float | None
-    update_norm: float | None
-    image_dim: float | None
+
+
+class SweepEpochPublic(MetricsPublic, SweepEpochKey):
+    """One epoch row of a sweep: the trial, its config columns, the epoch, the metrics
+    and seconds (the export's column order)."""
+
     seconds: float | None
 
 

@@ -9,7 +9,7 @@ import typing
 from sqlalchemy import Float, Table
 
 from idemcore.records import EPOCH_METRICS, EpochRecord, TrialResult
-from service.schemas import EpochPublic, MetricsPublic, TrialDetail
+from service.schemas import EpochPublic, MetricsPublic, SweepEpochPublic, TrialDetail
 from service.store.models import (
     EPOCH_COLUMNS,
     FINAL_METRIC_COLUMNS,
@@ -46,8 +46,12 @@ def test_records_and_schemas_spell_the_same_names() -> None:
     assert {name: hints[name] for name in METRIC_COLUMNS} == dict.fromkeys(
         METRIC_COLUMNS, float | None
     )
-    assert set(MetricsPublic.model_fields) == set(METRIC_COLUMNS)
-    assert set(EpochPublic.model_fields) == {"epoch", *EPOCH_COLUMNS}
+    assert tuple(MetricsPublic.model_fields) == METRIC_COLUMNS
+    assert tuple(EpochPublic.model_fields) == ("epoch", *EPOCH_COLUMNS)
+    assert tuple(SweepEpochPublic.model_fields)[-len(EPOCH_COLUMNS) - 1 :] == (
+        "epoch",
+        *EPOCH_COLUMNS,
+    )
     record_fields = {f.name for f in dataclasses.fields(TrialRecord)} - {
         "provenance",
         "config_hash",
