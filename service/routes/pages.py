@@ -47,7 +47,7 @@ def sweeps_page(
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
 ) -> HTMLResponse:
     """The sweeps, newest first, with progress, trials by status and links to each
-    sweep's report, its Ray job and its JSON."""
+    sweep's report, the Ray dashboard and its JSON."""
     sweeps, count = queries.list_sweeps(session, limit=limit)
     running = any(s.status not in SWEEP_FINAL for s in sweeps)
     html = (
