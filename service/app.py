@@ -192,6 +192,24 @@ def _add_exception_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
+def _schema_states_limits(app: FastAPI, settings: Settings) -> None:
+    """Put this server's configured limits into its OpenAPI schema (``max_epochs`` as the
+    maximum of ``epochs``), so a client generated from /openapi.json agrees with it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            spec = schema.get("components", {}).get("schemas", {}).get("SweepSpec", {})
+            epochs = spec.get("properties", {}).get("epochs")
+            if epochs is not None:
+                epochs["maximum"] = min(int(epochs.get("maximum", 2**31 - 1)), settings.max_epochs)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     """Build the API for ``settings`` (default: the environment's).
 
@@ -240,6 +258,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_exception_handlers(app)
+    _schema_states_limits(app, settings)
     for module in (
         pages,
         health,

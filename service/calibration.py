@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from service.exceptions import SpecFieldError, SpecLimitError
 from service.spec import (
     AlgorithmName,
+    ArchitectureName,
     Layer,
     OptimizerName,
     PositiveFinite,
@@ -47,7 +48,7 @@ DEFAULT_BATCH_SIZE = 100
 class CalibrateRequest(StrictModel):
     """One step from each seed's initialization per (algorithm, learning rate)."""
 
-    architecture: str | list[Layer] = Field(
+    architecture: ArchitectureName | list[Layer] = Field(
         description="a named network (N1..N4, B1..B4) or a custom layer list"
     )
     algorithms: list[AlgorithmName] = Field(

@@ -13,13 +13,14 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from service.exceptions import Unauthorized
 from service.settings import Settings
+from service.spec import INT32_MAX
 from service.store.engine import session_scope
 
 
@@ -50,6 +51,10 @@ def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+# Ids are INTEGER columns: the schema says so, so a client never sends one the store
+# cannot hold (the API would refuse it with 422).
+SweepId = Annotated[int, Path(ge=1, le=INT32_MAX, description="a sweep's id")]
+TrialId = Annotated[int, Path(ge=1, le=INT32_MAX, description="a trial's id")]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 

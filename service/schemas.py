@@ -208,7 +208,10 @@ class TrialsPublic(BaseModel):
     """One page of a sweep's trials and the total count matching the filters."""
 
     data: list[TrialPublic]
-    count: int
+    count: int = Field(description="trials matching the filters (all pages)")
+    next_after_id: int | None = Field(
+        default=None, description="pass as after_id for the next page; null on the last page"
+    )
 
 
 class EpochKey(BaseModel):

@@ -104,10 +104,10 @@ class Settings(BaseSettings):
         examples=["https://lab.example.org,http://localhost:3000"],
     )
     max_trials_per_sweep: int = Field(
-        default=10000,
+        default=100_000,
         ge=1,
-        description="Largest grid a submitted spec may expand to.",
-        examples=[10000],
+        description="Largest grid a submitted spec may expand to (bench/scale.py runs 100,000).",
+        examples=[100_000],
     )
     max_epochs: int = Field(
         default=100000, ge=1, description="Largest epochs per trial.", examples=[100000]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
@@ -34,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from idemcore.architectures import ARCHITECTURES
 from idemcore.config import ALGORITHMS, DATA_SOURCES, INITS, OPTIMIZERS
 from service.exceptions import SpecFieldError, SpecLimitError
 
@@ -64,7 +66,19 @@ else:
     DataName = Literal[DATA_NAMES]
     InitName = Literal[INIT_NAMES]
     OptimizerName = Literal[OPTIMIZER_NAMES]
-LearningRates = Annotated[list[PositiveFinite], Field(min_length=1)]
+# A named network: the schema lists idemcore's names, so "" or "N9" is refused by
+# generated clients and validators as it is by the API.
+ArchitectureName = Annotated[
+    str,
+    Field(
+        pattern="^(" + "|".join(re.escape(name) for name in ARCHITECTURES) + ")$",
+        description="a named network: " + ", ".join(ARCHITECTURES),
+    ),
+]
+# The API refuses a list with a repeated entry; the schema says so (JSON Schema's
+# uniqueItems), so generated clients do not send one.
+UNIQUE: dict[str, Any] = {"uniqueItems": True}
+LearningRates = Annotated[list[PositiveFinite], Field(min_length=1, json_schema_extra=UNIQUE)]
 
 
 def _lr_shape(value: Any) -> str:
@@ -155,36 +169,52 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
+SeedList = Annotated[list[Seed], Field(min_length=1, json_schema_extra=UNIQUE)]
+
+
 class SweepSpec(StrictModel):
     """A grid of runs: architecture × algorithm × learning rate × batch × init × seed."""
 
     name: str = Field(min_length=1, max_length=200, description="a label for the sweep")
-    architectures: list[str | list[Layer]] = Field(
-        min_length=1, description="named networks (N1..N4, B1..B4) or custom layer lists"
+    architectures: list[ArchitectureName | Annotated[list[Layer], Field(min_length=1)]] = Field(
+        min_length=1,
+        json_schema_extra=UNIQUE,
+        description="named networks (N1..N4, B1..B4) or custom layer lists",
     )
-    algorithms: list[AlgorithmName] = Field(min_length=1, description="training algorithms")
+    algorithms: list[AlgorithmName] = Field(
+        min_length=1, json_schema_extra=UNIQUE, description="training algorithms"
+    )
     learning_rates: LearningRateGrid = Field(
         description="learning rates shared by every algorithm, or a mapping "
         "{algorithm: [lr, ...]} with a list for each of `algorithms` (steps of equal size "
         "need different rates: see `idem calibrate`)"
     )
-    batches: list[Batch] = Field(min_length=1, description="batch configurations")
-    seeds: list[Seed] | PositiveInt = Field(
+    batches: list[Batch] = Field(
+        min_length=1, json_schema_extra=UNIQUE, description="batch configurations"
+    )
+    seeds: SeedList | PositiveInt = Field(
         description="seeds, or a count n meaning seeds 0..n-1 (the seed fixes init and data)"
     )
     inits: Annotated[
         list[InitName | Init],
-        Field(min_length=1, description="initialization schemes (names or objects)"),
+        Field(
+            min_length=1,
+            json_schema_extra=UNIQUE,
+            description="initialization schemes (names or objects)",
+        ),
     ] = ["default"]
     epochs: PositiveInt = Field(description="epochs per run")
     data: Annotated[
-        DataName | DataFile | list[DataName | DataFile],
+        DataName
+        | DataFile
+        | Annotated[list[DataName | DataFile], Field(min_length=1, json_schema_extra=UNIQUE)],
         Field(description="the training data source, or a list of them (a grid dimension)"),
     ] = "gaussian-fresh"
     optimizers: Annotated[
         list[OptimizerName],
         Field(
             min_length=1,
+            json_schema_extra=UNIQUE,
             description="optimizers applying each algorithm's update: sgd (the note's), "
             "momentum (SGD, momentum 0.9), adam (PyTorch defaults but lr)",
         ),
@@ -197,6 +227,14 @@ class SweepSpec(StrictModel):
         Field(description="idempotent error that counts as reached (epochs_to_threshold)"),
     ] = 1e-3
     eval_samples: Annotated[PositiveInt, Field(description="held-out evaluation samples")] = 1000
+    record_every: Annotated[
+        PositiveInt,
+        Field(
+            description="store each run's metrics every k epochs, plus its first and last "
+            "epoch and the epoch that crossed the threshold (final values, "
+            "epochs_to_threshold and every summary and claim are unaffected)"
+        ),
+    ] = 1
     resources: Annotated[Resources, Field(description="Ray resources per trial")] = Resources()
     pack: Annotated[
         PositiveInt | Literal[False] | None,

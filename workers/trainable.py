@@ -30,10 +30,12 @@ import torch
 
 from idemcore.config import TrialConfig
 from idemcore.provenance import Provenance, apply_numerics
+from idemcore.records import EpochRecord
 from idemcore.train import PackedTraining
 
 GROUP_KEY = "group"
 REPORT_EVERY_KEY = "report_every"
+RECORD_EVERY_KEY = "record_every"
 GPU_KEY = "gpu"
 
 
@@ -77,6 +79,29 @@ def _batch(pending: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return [{"trial_id": tid, "records": recs} for tid, recs in pending.items() if recs]
 
 
+class RecordEvery:
+    """Which of a run's epoch records are stored (the spec's ``record_every: k``): every
+    k-th epoch, the first, the one whose idempotent error first fell below the threshold
+    (as ``epochs_to_threshold`` counts it) and the last; k = 1 keeps all."""
+
+    def __init__(self, every: int, threshold: float) -> None:
+        self.every = every
+        self.threshold = threshold
+        self.crossed = False
+        self.held: EpochRecord | None = None  # the latest record not kept (maybe the last)
+
+    def keep(self, record: EpochRecord) -> bool:
+        """Whether to store ``record``; one not stored is held until the next one."""
+        err = record.idempotent_error
+        crossing = not self.crossed and err is not None and err < self.threshold
+        self.crossed = self.crossed or crossing
+        if self.every == 1 or record.epoch == 1 or record.epoch % self.every == 0 or crossing:
+            self.held = None
+            return True
+        self.held = record
+        return False
+
+
 def run_group(
     members: Sequence[tuple[int, TrialConfig]],
     *,
@@ -84,8 +109,10 @@ def run_group(
     report_every: int,
     report: Any,
     ray_node_id: str | None = None,
+    record_every: int = 1,
 ) -> None:
-    """Train ``members`` and call ``report(payload)`` every ``report_every`` epochs.
+    """Train ``members`` and call ``report(payload)`` every ``report_every`` epochs,
+    with the epoch records :class:`RecordEvery` keeps.
 
     Separate from the Tune function so tests and benchmarks can drive it without Ray.
     """
@@ -100,16 +127,20 @@ def run_group(
         device, ray_node_id=ray_node_id, pack_id=members[0][0] if packed else None
     ).to_dict()
     pending: dict[int, list[dict[str, Any]]] = {tid: [] for tid, _ in members}
+    kept = {tid: RecordEvery(record_every, config.threshold) for tid, config in members}
     since_report = 0
     for row in run.epochs():
         for (tid, _), record in zip(members, row, strict=True):
-            if record is not None:
+            if record is not None and kept[tid].keep(record):
                 pending[tid].append(record.to_dict())
         since_report += 1
         if since_report >= report_every:
             report({"batch": _batch(pending)})
             pending = {tid: [] for tid, _ in members}
             since_report = 0
+    for tid, _ in members:  # the last epoch, when record_every skipped it
+        if (last := kept[tid].held) is not None:
+            pending[tid].append(last.to_dict())
     final = [
         {
             "trial_id": tid,
@@ -147,4 +178,5 @@ def train_group(tune_config: dict[str, Any]) -> None:
         report_every=max(1, int(tune_config.get(REPORT_EVERY_KEY, 10))),
         report=ray.tune.report,
         ray_node_id=ray.get_runtime_context().get_node_id(),
+        record_every=max(1, int(tune_config.get(RECORD_EVERY_KEY, 1))),
     )

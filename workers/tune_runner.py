@@ -35,9 +35,13 @@ from service.store.records import TrialTodo
 from service.store.status import TrialStatus
 from service.store.trials import finish_trial, mark_trials_running
 from workers.store_retry import in_transaction
-from workers.trainable import GPU_KEY, GROUP_KEY, REPORT_EVERY_KEY
+from workers.trainable import GPU_KEY, GROUP_KEY, RECORD_EVERY_KEY, REPORT_EVERY_KEY
 
 log = logging.getLogger(__name__)
+
+# Tune trials per experiment that automatic packing aims to stay under (Tune's own cost
+# grows with its trial count: one actor start, result and state entry each).
+MAX_TUNE_TRIALS = 100
 
 
 def load_spec(sweep_id: int, stored: dict[str, Any]) -> SweepSpec:
@@ -64,6 +68,7 @@ class RunPlan:
     pack: int | Literal[False] | None  # None: automatic; False: off; N: group size
     max_concurrent: int | None
     max_failures: int
+    record_every: int
 
     @classmethod
     def from_spec(cls, spec: SweepSpec) -> RunPlan:
@@ -74,6 +79,7 @@ class RunPlan:
             pack=spec.pack,
             max_concurrent=spec.max_concurrent,
             max_failures=spec.max_failures,
+            record_every=spec.record_every,
         )
 
     def resources(self) -> dict[str, float]:
@@ -92,13 +98,30 @@ class RunPlan:
         return max(1, math.floor(min(fits)) if fits else 1)
 
 
-def make_groups(todos: Sequence[TrialTodo], pack: int | bool | None) -> list[list[TrialTodo]]:
-    """Group unfinished trials for packing (``idemcore.packed.group_configs``) or not."""
+def make_groups(
+    todos: Sequence[TrialTodo], pack: int | bool | None, max_groups: int = MAX_TUNE_TRIALS
+) -> list[list[TrialTodo]]:
+    """Group unfinished trials for packing (``idemcore.packed.group_configs``) or not.
+
+    With automatic packing (``pack`` unset) a sweep of small networks becomes at most
+    about ``max_groups`` Tune trials: when the automatic pack size would make more, the
+    packs grow to ``ceil(trials / max_groups)`` members, as far as memory allows
+    (``auto_pack_size`` with a larger cap). 100,000 N1 trials: 100 Tune trials of 1,000.
+    Trials that cannot be packed (large networks) stay one per Tune trial.
+    """
     if pack is False or pack == 1 or len(todos) < 2:
         return [[todo] for todo in todos]
-    from idemcore.packed import group_configs
+    from idemcore.packed import MEMORY_FRACTION, available_memory, group_configs, member_bytes
 
-    groups = group_configs([todo.config for todo in todos], pack)
+    configs = [todo.config for todo in todos]
+    groups = group_configs(configs, pack)
+    if pack is None and len(groups) > max_groups:
+        wanted = -(-len(todos) // max_groups)
+        largest = max(member_bytes(c) for c in configs)
+        fits = int(available_memory() * MEMORY_FRACTION) // max(1, largest)
+        size = max(1, min(wanted, fits))
+        if size > max(len(g) for g in groups):
+            groups = group_configs(configs, size)
     return [[todos[i] for i in group] for group in groups]
 
 
@@ -339,11 +362,19 @@ def run_tune(
         return outcome
     groups = make_groups(todos, plan.pack)
     outcome.tune_trials = len(groups)
+    log.info(
+        "sweep %s: %d store trials in %d Tune trials (grouped %.2f s after the claim)",
+        sweep_id,
+        len(todos),
+        len(groups),
+        time.perf_counter() - started,
+    )
     param_space = {
         GROUP_KEY: tune.grid_search(
             [[{"trial_id": t.id, "config": t.config.to_dict()} for t in g] for g in groups]
         ),
         REPORT_EVERY_KEY: report_every,
+        RECORD_EVERY_KEY: plan.record_every,
         GPU_KEY: plan.gpu,
     }
     from workers.trainable import train_group

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from service.deps import ReadSessionDep, get_engine
+from service.deps import ReadSessionDep, SweepId, get_engine
 from service.schemas import ErrorPublic, SweepEpochsPublic
 from service.store import export
 from service.store.engine import session_scope
@@ -106,7 +106,7 @@ def table_response(
     responses=table_responses(SweepEpochsPublic),
 )
 def sweep_epochs(
-    sweep_id: int,
+    sweep_id: SweepId,
     session: ReadSessionDep,
     engine: EngineDep,
     filters: TrialFilters,

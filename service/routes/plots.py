@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from service.deps import ReadSessionDep
+from service.deps import ReadSessionDep, SweepId
 from service.plots import (
     MEDIA_TYPES,
     Curve,
@@ -17,10 +17,11 @@ from service.plots import (
     label_for,
 )
 from service.routes.report import ERROR_SCHEMA
-from service.routes.results import check_metric, parse_by
+from service.routes.results import By, check_metric, metric_query, parse_by
 from service.schemas import CurvePublic, CurvesPublic, ErrorPublic
 from service.store import queries
 from service.store.curves import epoch_curves
+from service.store.query_fields import EPOCH_METRICS, METRICS
 
 router = APIRouter(prefix="/sweeps", tags=["plots"])
 
@@ -37,12 +38,12 @@ IMAGE: dict[int | str, dict[str, Any]] = {
         "description": "unknown field or metric",
     },
 }
-By = Annotated[str, Query(description="comma-separated config fields forming a group")]
 Format = Annotated[Literal["png", "svg"], Query(description="png or svg")]
 MAX_RUNS = 100_000
 
 
-Metric = Annotated[str, Query(description="a per-epoch metric, e.g. idempotent_error")]
+Metric = Annotated[str, metric_query(EPOCH_METRICS, "a per-epoch metric")]
+FinalMetric = Annotated[str, metric_query(METRICS, "a final metric")]
 Stride = Annotated[int, Query(ge=1, le=100000, description="every k-th epoch from 1")]
 
 
@@ -60,7 +61,7 @@ def _curves(
 
 @router.get("/{sweep_id}/plots/curves.png", response_class=Response, responses=IMAGE)
 def curves(
-    sweep_id: int,
+    sweep_id: SweepId,
     session: ReadSessionDep,
     metric: Metric = "idempotent_error",
     by: By = "architecture,algorithm",
@@ -79,7 +80,7 @@ def curves(
     responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}},
 )
 def curves_data(
-    sweep_id: int,
+    sweep_id: SweepId,
     session: ReadSessionDep,
     metric: Metric = "idempotent_error",
     by: By = "architecture,algorithm",
@@ -99,9 +100,9 @@ def curves_data(
 
 @router.get("/{sweep_id}/plots/distribution.png", response_class=Response, responses=IMAGE)
 def distribution(
-    sweep_id: int,
+    sweep_id: SweepId,
     session: ReadSessionDep,
-    metric: str = "idempotent_error",
+    metric: FinalMetric = "idempotent_error",
     by: By = "architecture,algorithm",
     format: Format = "png",
 ) -> Response:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import Engine
 
-from service.deps import ReadSessionDep
+from service.deps import ReadSessionDep, SweepId
 from service.report import build_report, load_report_data
 from service.report.cache import ReportCache, cache_key, is_final
 from service.schemas import ReportBuilding
@@ -59,7 +59,7 @@ def build_page(engine: Engine, sweep_id: int) -> str:
 
 
 @router.get("/{sweep_id}/report", response_class=HTMLResponse, responses=PAGE)
-def sweep_report(sweep_id: int, request: Request, session: ReadSessionDep) -> Response:
+def sweep_report(sweep_id: SweepId, request: Request, session: ReadSessionDep) -> Response:
     """One HTML page answering the note's claims for this sweep (same as `idem report`).
 
     A plain ``def``: FastAPI runs it in the thread pool, so a small page drawn here does

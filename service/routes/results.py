@@ -12,8 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from service import comparison
-from service.deps import ReadSessionDep
-from service.exceptions import QueryFieldError
+from service.deps import ReadSessionDep, SweepId
+from service.exceptions import NotFound, QueryFieldError
 from service.schemas import (
     ComparePublic,
     CompareRowPublic,
@@ -21,7 +21,7 @@ from service.schemas import (
     SummaryPublic,
     SummaryRowPublic,
 )
-from service.spec import ALGORITHM_NAMES
+from service.spec import ALGORITHM_NAMES, INT32_MAX
 from service.store import queries
 from service.store import results as store_results
 from service.store.query_fields import COMPARE_GROUP, EPOCH_METRICS, METRICS, TRIAL_FIELDS
@@ -31,7 +31,10 @@ from service.store.status import TrialStatus
 router = APIRouter(prefix="/sweeps", tags=["results"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorPublic, "description": "no such sweep"},
+    404: {
+        "model": ErrorPublic,
+        "description": "no such sweep, or the metric is not kept that way (per epoch / per run)",
+    },
     422: {"model": ErrorPublic, "description": "unknown field or metric (loc names it)"},
 }
 DEFAULT_BY = "architecture,algorithm,learning_rate,batch_size"
@@ -39,9 +42,17 @@ DEFAULT_BY = "architecture,algorithm,learning_rate,batch_size"
 RESULT_STATUSES = frozenset({TrialStatus.succeeded, TrialStatus.diverged})
 
 
+# ``by``: comma-separated field names, as a pattern so the schema names every field.
+_FIELD = "(" + "|".join(TRIAL_FIELDS) + ")"
+BY_PATTERN = f"^{_FIELD}(,{_FIELD})*$"
+# Every metric a summary or comparison may name: final ones, and per-epoch ones (epoch=).
+ANY_METRIC: tuple[str, ...] = tuple(dict.fromkeys((*METRICS, *EPOCH_METRICS)))
+
+
 def parse_by(by: str) -> list[str]:
-    """The comma-separated group fields, each checked against the store's whitelist."""
-    fields = [f.strip() for f in by.split(",") if f.strip()]
+    """The comma-separated group fields, each checked against the store's whitelist; a
+    field named twice counts once."""
+    fields = list(dict.fromkeys(f.strip() for f in by.split(",") if f.strip()))
     if not fields:
         raise QueryFieldError(["query", "by"], "name at least one field")
     for field in fields:
@@ -50,32 +61,50 @@ def parse_by(by: str) -> list[str]:
                 ["query", "by"],
                 f"unknown field {field!r}; expected any of {sorted(TRIAL_FIELDS)}",
             )
-    if len(set(fields)) != len(fields):
-        raise QueryFieldError(["query", "by"], "a field is named twice")
     return fields
 
 
 def check_metric(metric: str, per_epoch: bool = False) -> str:
-    """``metric`` if the store knows it (a per-epoch metric when ``per_epoch``); otherwise
-    a 422 naming the parameter."""
+    """``metric`` if the store has it per epoch (``per_epoch``) or per run.
+
+    An unknown name is a 422 naming the parameter (the schema's enum refuses it too); a
+    known metric the store does not keep that way (``epochs_to_threshold`` per epoch,
+    ``seconds`` per run) is a 404: those values do not exist."""
+    if metric not in ANY_METRIC:
+        raise QueryFieldError(
+            ["query", "metric"], f"unknown metric {metric!r}; expected one of {list(ANY_METRIC)}"
+        )
     allowed = EPOCH_METRICS if per_epoch else METRICS
     if metric not in allowed:
-        kind = "per-epoch metric" if per_epoch else "metric"
-        raise QueryFieldError(
-            ["query", "metric"], f"unknown {kind} {metric!r}; expected one of {list(allowed)}"
-        )
+        kind = "per-epoch" if per_epoch else "final (per-run)"
+        raise NotFound(f"{metric} has no {kind} values; {kind} metrics: {list(allowed)}")
     return metric
 
 
-Metric = Annotated[str, Query(description="a final metric, e.g. idempotent_error")]
-Epoch = Annotated[int | None, Query(ge=1, description="the metric at this epoch")]
+def metric_query(names: Sequence[str], what: str) -> Any:
+    """A ``metric`` query parameter whose schema lists ``names``."""
+    return Query(description=what, json_schema_extra={"enum": list(names)})
+
+
+Metric = Annotated[
+    str,
+    metric_query(ANY_METRIC, "a final metric, or a per-epoch one with epoch="),
+]
+By = Annotated[
+    str,
+    Query(pattern=BY_PATTERN, description="comma-separated config fields forming a group"),
+]
+Algorithm = Annotated[
+    str, Query(description="an algorithm", json_schema_extra={"enum": list(ALGORITHM_NAMES)})
+]
+Epoch = Annotated[int | None, Query(ge=1, le=INT32_MAX, description="the metric at this epoch")]
 
 
 @router.get("/{sweep_id}/summary", response_model=SummaryPublic, responses=ERRORS)
 def summary(
-    sweep_id: int,
+    sweep_id: SweepId,
     session: ReadSessionDep,
-    by: Annotated[str, Query(description="comma-separated config fields")] = DEFAULT_BY,
+    by: By = DEFAULT_BY,
     metric: Metric = "idempotent_error",
     epoch: Epoch = None,
 ) -> SummaryPublic:
@@ -103,10 +132,10 @@ def group_pairs(rows: Sequence[CompareRow]) -> list[tuple[dict[str, Any], list[C
 
 @router.get("/{sweep_id}/compare", response_model=ComparePublic, responses=ERRORS)
 def compare(
-    sweep_id: int,
+    sweep_id: SweepId,
     session: ReadSessionDep,
-    a: Annotated[str, Query(description="algorithm a")] = "modified",
-    b: Annotated[str, Query(description="algorithm b")] = "ordinary",
+    a: Algorithm = "modified",
+    b: Algorithm = "ordinary",
     metric: Metric = "idempotent_error",
     epoch: Epoch = None,
 ) -> ComparePublic:
@@ -124,8 +153,6 @@ def compare(
             raise QueryFieldError(
                 ["query", name], f"unknown algorithm {value!r}; expected one of {ALGORITHM_NAMES}"
             )
-    if a == b:
-        raise QueryFieldError(["query", "b"], "a and b must be different algorithms")
     check_metric(metric, per_epoch=epoch is not None)
     queries.get_sweep(session, sweep_id)
     rows = [

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from service.deps import ReadSessionDep, SessionDep, SettingsDep, WriteAccess
+from service.deps import ReadSessionDep, SessionDep, SettingsDep, SweepId, WriteAccess
 from service.exceptions import DuplicateIdempotencyKey
 from service.faultpoints import pause_point
 from service.routes.exports import (
@@ -28,7 +28,7 @@ from service.schemas import (
     TrialPublic,
     TrialsPublic,
 )
-from service.spec import SweepSpec, expand_grid
+from service.spec import INT32_MAX, SweepSpec, expand_grid
 from service.store import export, queries
 from service.store import sweeps as store_sweeps
 from service.store.query_fields import require_sweep
@@ -128,7 +128,7 @@ def list_sweeps(
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, responses={404: ERRORS[404]})
-def get_sweep(sweep_id: int, session: ReadSessionDep) -> SweepPublic:
+def get_sweep(sweep_id: SweepId, session: ReadSessionDep) -> SweepPublic:
     """One sweep: status, trial counts by status, progress (0–1), times, Ray dashboard."""
     return SweepPublic.from_record(queries.get_sweep(session, sweep_id))
 
@@ -140,7 +140,7 @@ def get_sweep(sweep_id: int, session: ReadSessionDep) -> SweepPublic:
     dependencies=[WriteAccess],
     responses={k: ERRORS[k] for k in (401, 404, 409)},
 )
-def cancel_sweep(sweep_id: int, session: SessionDep) -> CancelAccepted:
+def cancel_sweep(sweep_id: SweepId, session: SessionDep) -> CancelAccepted:
     """Ask for the sweep to stop: a queued sweep is cancelled at once, a running one by
     its worker within a heartbeat. 409 when it has already finished."""
     status = store_sweeps.request_cancel(session, sweep_id)
@@ -156,7 +156,7 @@ def cancel_sweep(sweep_id: int, session: SessionDep) -> CancelAccepted:
         409: {"model": ErrorPublic, "description": "not finished, or its trials are reused"},
     },
 )
-def delete_sweep(sweep_id: int, session: SessionDep) -> SweepDeletedPublic:
+def delete_sweep(sweep_id: SweepId, session: SessionDep) -> SweepDeletedPublic:
     """Delete a finished or cancelled sweep with its trials and their epoch rows, in one
     transaction. 409 while it is queued or running (cancel it first) and when other
     sweeps reuse its trials (the message names them: delete those first)."""
@@ -168,17 +168,35 @@ def delete_sweep(sweep_id: int, session: SessionDep) -> SweepDeletedPublic:
     "/{sweep_id}/trials", response_model=TrialsPublic, responses=table_responses(TrialsPublic)
 )
 def list_trials(
-    sweep_id: int,
+    sweep_id: SweepId,
     session: ReadSessionDep,
     engine: EngineDep,
     filters: TrialFilters,
-    offset: Annotated[int, Query(ge=0, description="JSON only")] = 0,
+    after_id: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=INT32_MAX,
+            description="JSON only: trials with a larger id (the last page's next_after_id)",
+        ),
+    ] = None,
+    offset: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=INT32_MAX,
+            deprecated=True,
+            description="JSON only; deprecated: its cost grows with the offset (use after_id)",
+        ),
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=10000, description="JSON only")] = 100,
     format: Format = "json",
 ) -> Any:
     """The sweep's runs with their final metrics (the per-run distribution), filtered by
-    any config field, in id order. JSON is paged by ``offset``/``limit``; CSV and Parquet
-    stream every matching trial (the config spread over its columns)."""
+    any config field, in id order. JSON is paged by ``after_id``/``limit``: pass each
+    page's ``next_after_id`` until it is null, and the last page costs what the first
+    does (``offset`` still works, deprecated). CSV and Parquet stream every matching
+    trial (the config spread over its columns)."""
     require_sweep(session, sweep_id)  # 404 for an unknown sweep, not an empty page
     if format != "json":
         return table_response(
@@ -189,6 +207,10 @@ def list_trials(
             filename=f"sweep-{sweep_id}-trials",
         )
     records, count = queries.list_trials(
-        session, sweep_id, filters=filters, offset=offset, limit=limit
+        session, sweep_id, filters=filters, offset=offset, limit=limit, after_id=after_id
     )
-    return TrialsPublic(data=[TrialPublic.from_record(r) for r in records], count=count)
+    return TrialsPublic(
+        data=[TrialPublic.from_record(r) for r in records],
+        count=count,
+        next_after_id=records[-1].id if len(records) == limit else None,
+    )

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from service.deps import ReadSessionDep
+from service.deps import ReadSessionDep, TrialId
 from service.schemas import EpochPublic, EpochsPublic, ErrorPublic, TrialDetail
 from service.store import queries
 
@@ -18,14 +18,14 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/{trial_id}", response_model=TrialDetail, responses=NOT_FOUND)
-def get_trial(trial_id: int, session: ReadSessionDep) -> TrialDetail:
+def get_trial(trial_id: TrialId, session: ReadSessionDep) -> TrialDetail:
     """One run: config, status, final metrics and the full result (eigenvalues, ...)."""
     return TrialDetail.from_record(queries.get_trial(session, trial_id))
 
 
 @router.get("/{trial_id}/epochs", response_model=EpochsPublic, responses=NOT_FOUND)
 def get_epochs(
-    trial_id: int,
+    trial_id: TrialId,
     session: ReadSessionDep,
     stride: Annotated[int, Query(ge=1, le=100000, description="every k-th epoch")] = 1,
 ) -> EpochsPublic:

@@ -99,16 +99,20 @@ def list_trials(
     filters: Mapping[str, Any] | None = None,
     offset: int = 0,
     limit: int = 100,
+    after_id: int | None = None,
 ) -> tuple[list[TrialRecord], int]:
     """A page of a sweep's trials (by id) and the total matching ``filters``.
 
     ``filters`` maps a TRIAL_FIELDS name or ``status`` to a value or a list of values.
+    ``after_id`` pages by keyset (trials with a larger id): every page costs what the
+    first does, where an ``offset`` makes the database walk past every skipped row.
     """
     require_sweep(session, sweep_id)
     conditions = trial_conditions(sweep_id, filters)
     total = int(session.scalar(select(func.count()).select_from(Trial).where(*conditions)) or 0)
+    page = [Trial.id > after_id] if after_id is not None else []
     rows = session.scalars(
-        select(Trial).where(*conditions).order_by(Trial.id).offset(offset).limit(limit)
+        select(Trial).where(*conditions, *page).order_by(Trial.id).offset(offset).limit(limit)
     )
     return [trial_record(t) for t in rows], total
 

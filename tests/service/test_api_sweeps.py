@@ -366,3 +366,45 @@ def test_a_database_not_at_head_is_refused(empty_db_url: str) -> None:
 
     with pytest.raises(SchemaNotCurrent, match="idem db upgrade"):
         create_app(Settings(database_url=empty_db_url))
+
+
+def test_trials_page_by_cursor_like_offset_and_refuse_ids_past_the_column(
+    client: TestClient,
+) -> None:
+    """after_id pages (keyset) give the same trials as offset pages, each page names the
+    next cursor, the last page says none; filters apply; an id beyond the INTEGER
+    column is a 422 the schema states (maximum)."""
+    spec = {**SMALL_SPEC, "learning_rates": [0.05, 0.1], "seeds": 5}  # 20 trials
+    sweep = client.post("/sweeps", json=spec).json()["id"]
+    url = f"/sweeps/{sweep}/trials"
+    by_offset = [t["id"] for t in client.get(url, params={"limit": 100}).json()["data"]]
+    assert len(by_offset) == 20
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 6}
+        if cursor is not None:
+            params["after_id"] = cursor
+        page = client.get(url, params=params).json()
+        assert page["count"] == 20
+        seen += [t["id"] for t in page["data"]]
+        pages += 1
+        cursor = page["next_after_id"]
+        if cursor is None:
+            break
+        assert cursor == seen[-1]
+    assert seen == by_offset and pages == 4
+    filtered = client.get(url, params={"after_id": by_offset[9], "algorithm": "ordinary"})
+    assert all(
+        t["algorithm"] == "ordinary" and t["id"] > by_offset[9] for t in filtered.json()["data"]
+    )
+    assert filtered.json()["next_after_id"] is None
+    schema = client.get("/openapi.json").json()
+    params_ = {
+        p["name"]: p for p in schema["paths"]["/sweeps/{sweep_id}/trials"]["get"]["parameters"]
+    }
+    assert params_["sweep_id"]["schema"]["maximum"] == 2**31 - 1
+    assert params_["offset"].get("deprecated") is True
+    assert client.get(f"/sweeps/{2**31}/trials").status_code == 422
+    assert client.get(url, params={"after_id": 2**31}).status_code == 422

@@ -108,3 +108,47 @@ def test_final_state_carries_the_provenance_and_tf32_is_applied_first() -> None:
         assert final["provenance"]["tf32"] is False
         assert final["provenance"]["packed"] is True
         assert final["provenance"]["pack_id"] == 5
+
+
+def test_record_every_keeps_every_kth_the_first_the_crossing_and_the_last() -> None:
+    """record_every=4 over 10 epochs: epochs 1, 4, 8, the threshold crossing and 10,
+    with the values a run storing every epoch has; the final result is unchanged."""
+    probe: list[dict[str, Any]] = []
+    run_group(
+        [(1, make_config(epochs=10))],
+        device=torch.device("cpu"),
+        report_every=10,
+        report=probe.append,
+    )
+    errors = {
+        rec["epoch"]: rec["idempotent_error"]
+        for r in probe
+        for b in r["batch"]
+        for rec in b["records"]
+    }
+    # A threshold the run first crosses at an epoch record_every=4 would not keep.
+    crossing = next(
+        e for e in (2, 3, 5, 6, 7, 9) if errors[e] < min(errors[k] for k in range(1, e))
+    )
+    threshold = (errors[crossing] + min(errors[k] for k in range(1, crossing))) / 2
+    config = make_config(epochs=10, threshold=threshold)
+
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 4: []}
+    for every, reports in runs.items():
+        run_group(
+            [(1, config)],
+            device=torch.device("cpu"),
+            report_every=3,
+            report=reports.append,
+            record_every=every,
+        )
+    rows = {
+        k: [rec for r in v for b in r["batch"] for rec in b["records"]] for k, v in runs.items()
+    }
+    wanted = sorted({1, 4, 8, 10, crossing})
+    assert [rec["epoch"] for rec in rows[4]] == wanted
+    full = {rec["epoch"]: rec["idempotent_error"] for rec in rows[1]}
+    assert [rec["idempotent_error"] for rec in rows[4]] == [full[e] for e in wanted]
+    finals = [runs[k][-1]["final"][0]["result"] for k in (1, 4)]
+    assert finals[0]["epochs_to_threshold"] == finals[1]["epochs_to_threshold"] == crossing
+    assert finals[0]["idempotent_error"] == finals[1]["idempotent_error"]

@@ -1,0 +1,282 @@
+"""Sweeps of 1,000 / 10,000 / 100,000 trials through the real service, stage by stage.
+
+For each size: a fresh SQLite store, ``idem api`` and ``idem worker`` as subprocesses,
+then one N1 sweep (modified and ordinary × 5 learning rates × seeds, 1 epoch by default,
+so training is not the subject). Printed per size, as seconds and microseconds per trial:
+
+- POST: validation, grid expansion and the bulk insert (``POST /sweeps``);
+- claim+group: the worker's claim, its read of the trials and the packing into Tune
+  trials (from the worker log's timestamps; the Tune trial count is shown);
+- run: POST answered -> every trial in a final state (polled every 0.5 s);
+- summary, compare, claims (when the API has it), report (through 202 until 200),
+  export (CSV when the API has it, else JSON pages by ``after_id``);
+- peak memory (VmHWM) of the API process and of the worker (the Tune driver).
+
+Also checks that no p-value in compare/claims is NaN or infinite.
+
+    .venv/bin/python bench/scale.py                     # 1000 10000 100000
+    .venv/bin/python bench/scale.py --sizes 1000 10000 --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_throughput_service import REPO, _idem, _stop, _wait_up
+
+from idemsweep.commands.up import free_port
+
+STAGES = ("post", "claim+group", "run", "summary", "compare", "claims", "report", "export")
+FINAL = {"succeeded", "failed", "cancelled"}
+LEARNING_RATES = [0.01, 0.02, 0.05, 0.1, 0.2]
+
+
+def spec_for(trials: int, epochs: int) -> dict[str, Any]:
+    """N1, 2 algorithms × 5 learning rates × trials/10 seeds."""
+    assert trials % 10 == 0
+    return {
+        "name": f"scale-{trials}",
+        "architectures": ["N1"],
+        "algorithms": ["modified", "ordinary"],
+        "learning_rates": LEARNING_RATES,
+        "batches": [{"samples": 20, "batch_size": 20}],
+        "seeds": trials // 10,
+        "epochs": epochs,
+        "eval_samples": 50,
+        "threshold": 1e-3,
+    }
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident memory (VmHWM) in MB, None once it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def log_time(line: str) -> datetime:
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+def claim_and_group(worker_log: str, sweep_id: int) -> tuple[float | None, int | None]:
+    """Seconds from the worker's 'claimed' line to its 'Tune trials' line, and the count."""
+    claimed = grouped = None
+    tune_trials = None
+    for line in worker_log.splitlines():
+        if f"sweep {sweep_id} (" in line and "claimed" in line:
+            claimed = log_time(line)
+        m = re.search(rf"sweep {sweep_id}: \d+ store trials in (\d+) Tune trials", line)
+        if m:
+            grouped = log_time(line)
+            tune_trials = int(m.group(1))
+    if claimed is None or grouped is None:
+        return None, tune_trials
+    return (grouped - claimed).total_seconds(), tune_trials
+
+
+def finite_p_values(body: Any) -> tuple[int, int]:
+    """(p-values seen, p-values NaN or infinite) anywhere in a JSON body."""
+    seen = bad = 0
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if k in ("p", "p_value", "p_corrected") and v is not None:
+                    seen += 1
+                    bad += not math.isfinite(float(v))
+                else:
+                    stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return seen, bad
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def run_size(trials: int, epochs: int, timeout_s: float) -> dict[str, Any]:
+    """One fresh service, one sweep of ``trials``: every stage's seconds and the peaks."""
+    out: dict[str, Any] = {"trials": trials}
+    with tempfile.TemporaryDirectory(prefix="idem-scale-") as tmp:
+        data_dir = Path(tmp)
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            IDEM_DATA_DIR=str(data_dir),
+            IDEM_PORT=str(port),
+            RAY_USAGE_STATS_ENABLED="0",
+            RAY_AUTH_MODE="disabled",
+            PYTHONPATH=str(REPO),
+        )
+        env.pop("IDEM_DATABASE_URL", None)
+        subprocess.run(
+            _idem("db", "upgrade"), env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL
+        )
+        api_log = open(data_dir / "api.log", "wb")  # noqa: SIM115 (closed below)
+        worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115
+        api = subprocess.Popen(
+            _idem("api", "--port", str(port), "--log-level", "warning"),
+            env=env,
+            cwd=REPO,
+            stdout=api_log,
+            stderr=subprocess.STDOUT,
+        )
+        worker = subprocess.Popen(
+            _idem("worker"), env=env, cwd=REPO, stdout=worker_log, stderr=subprocess.STDOUT
+        )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+                _wait_up(client, api, worker, data_dir)
+                seconds, r = timed(lambda: client.post("/sweeps", json=spec_for(trials, epochs)))
+                r.raise_for_status()
+                sweep_id = r.json()["id"]
+                assert r.json()["trial_count"] == trials, r.json()
+                out["post"] = seconds
+                t0 = time.perf_counter()
+                deadline = t0 + timeout_s
+                while True:
+                    sweep = client.get(f"/sweeps/{sweep_id}").json()
+                    if sweep["status"] in FINAL:
+                        break
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"sweep {sweep_id} unfinished after {timeout_s} s")
+                    if worker.poll() is not None:
+                        raise RuntimeError("the worker exited")
+                    time.sleep(0.5)
+                out["run"] = time.perf_counter() - t0
+                out["status"] = sweep["trials_by_status"]
+                out["worker_mb"] = peak_rss_mb(worker.pid)
+                log = (data_dir / "worker.log").read_text(errors="replace")
+                out["claim+group"], out["tune_trials"] = claim_and_group(log, sweep_id)
+                out["summary"], r = timed(lambda: client.get(f"/sweeps/{sweep_id}/summary"))
+                r.raise_for_status()
+                p_seen = p_bad = 0
+                out["compare"], r = timed(lambda: client.get(f"/sweeps/{sweep_id}/compare"))
+                r.raise_for_status()
+                seen, bad = finite_p_values(r.json())
+                p_seen, p_bad = p_seen + seen, p_bad + bad
+                out["claims"], r = timed(lambda: client.get(f"/sweeps/{sweep_id}/claims"))
+                if r.status_code == 200:
+                    seen, bad = finite_p_values(r.json())
+                    p_seen, p_bad = p_seen + seen, p_bad + bad
+                else:
+                    out["claims"] = None  # the API has no /claims (yet)
+                out["p_values"], out["p_bad"] = p_seen, p_bad
+
+                def report() -> httpx.Response:
+                    while (page := client.get(f"/sweeps/{sweep_id}/report")).status_code == 202:
+                        time.sleep(float(page.headers.get("retry-after", "1")) / 4)
+                    return page
+
+                out["report"], r = timed(report)
+                r.raise_for_status()
+                out["export"], out["export_kind"] = export(client, sweep_id, trials)
+                out["api_mb"] = peak_rss_mb(api.pid)
+                out["worker_mb"] = peak_rss_mb(worker.pid) or out["worker_mb"]
+        finally:
+            _stop(worker, "worker")
+            _stop(api, "api")
+            api_log.close()
+            worker_log.close()
+    return out
+
+
+def export(client: httpx.Client, sweep_id: int, trials: int) -> tuple[float, str]:
+    """The whole trials table: CSV export when the API has one, else JSON by cursor."""
+    t0 = time.perf_counter()
+    r = client.get(f"/sweeps/{sweep_id}/trials.csv")
+    if r.status_code == 200:
+        rows = r.text.count("\n") - 1
+        assert rows >= trials, rows
+        return time.perf_counter() - t0, "csv"
+    t0 = time.perf_counter()
+    seen, cursor = 0, None
+    while True:
+        params: dict[str, Any] = {"limit": 10000}
+        if cursor is not None:
+            params["after_id"] = cursor
+        page = client.get(f"/sweeps/{sweep_id}/trials", params=params).json()
+        seen += len(page["data"])
+        cursor = page.get("next_after_id")
+        if cursor is None:
+            break
+    assert seen == trials, (seen, trials)
+    return time.perf_counter() - t0, "json pages"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The markdown table: seconds (µs per trial) per stage, then memory."""
+    head = "| trials | Tune trials | " + " | ".join(STAGES) + " | API MB | worker MB |"
+    lines = [head, "|" + "---:|" * (len(STAGES) + 4)]
+    for r in results:
+        cells = []
+        for stage in STAGES:
+            v = r.get(stage)
+            cells.append("–" if v is None else f"{v:.2f} s ({v / r['trials'] * 1e6:,.0f} µs)")
+        mem = [f"{r[k]:,.0f}" if r.get(k) else "–" for k in ("api_mb", "worker_mb")]
+        lines.append(
+            f"| {r['trials']:,} | {r.get('tune_trials') or '–'} | "
+            + " | ".join(cells)
+            + f" | {mem[0]} | {mem[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(results: list[dict[str, Any]]) -> str:
+    """Time per trial of the largest size over the smallest, per stage (goal: ≤ 2)."""
+    small, large = results[0], results[-1]
+    parts = []
+    for stage in STAGES:
+        a, b = small.get(stage), large.get(stage)
+        if a and b:
+            parts.append(f"{stage} {(b / large['trials']) / (a / small['trials']):.2f}×")
+    return f"per-trial time at {large['trials']:,} over {small['trials']:,}: " + ", ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=3600, help="per sweep run, seconds")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    results = []
+    for n in args.sizes:
+        print(f"== {n:,} trials, {args.epochs} epoch(s)", flush=True)
+        result = run_size(n, args.epochs, args.timeout)
+        print("   " + json.dumps(result), flush=True)
+        results.append(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+    print(table(results))
+    if len(results) > 1:
+        print(ratios(results))
+    bad = sum(r["p_bad"] for r in results)
+    seen = sum(r["p_values"] for r in results)
+    print(f"p-values: {seen} seen, {bad} NaN or infinite")
+
+
+if __name__ == "__main__":
+    main()
