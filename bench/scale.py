@@ -206,8 +206,8 @@ def run_size(trials: int, epochs: int, timeout_s: float) -> dict[str, Any]:
 def export(client: httpx.Client, sweep_id: int, trials: int) -> tuple[float, str]:
     """The whole trials table: CSV export when the API has one, else JSON by cursor."""
     t0 = time.perf_counter()
-    r = client.get(f"/sweeps/{sweep_id}/trials.csv")
-    if r.status_code == 200:
+    r = client.get(f"/sweeps/{sweep_id}/trials", params={"format": "csv"})
+    if r.status_code == 200 and r.headers["content-type"].startswith("text/csv"):
         rows = r.text.count("\n") - 1
         assert rows >= trials, rows
         return time.perf_counter() - t0, "csv"

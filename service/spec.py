@@ -175,7 +175,9 @@ SeedList = Annotated[list[Seed], Field(min_length=1, json_schema_extra=UNIQUE)]
 class SweepSpec(StrictModel):
     """A grid of runs: architecture × algorithm × learning rate × batch × init × seed."""
 
-    name: str = Field(min_length=1, max_length=200, description="a label for the sweep")
+    name: str = Field(
+        min_length=1, max_length=200, pattern=r"\S", description="a label for the sweep"
+    )
     architectures: list[ArchitectureName | Annotated[list[Layer], Field(min_length=1)]] = Field(
         min_length=1,
         json_schema_extra=UNIQUE,

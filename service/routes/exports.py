@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from service.deps import ReadSessionDep, SweepId, get_engine
 from service.schemas import ErrorPublic, SweepEpochsPublic
+from service.spec import INT32_MAX
 from service.store import export
 from service.store.engine import session_scope
 from service.store.query_fields import require_sweep
@@ -52,10 +53,10 @@ def trial_filters(
     status: TrialStatus | None = None,
     architecture: str | None = None,
     algorithm: str | None = None,
-    learning_rate: float | None = None,
-    samples: int | None = None,
-    batch_size: int | None = None,
-    seed: int | None = None,
+    learning_rate: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    samples: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    batch_size: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    seed: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
     data: str | None = None,
     init: str | None = None,
     optimizer: str | None = None,

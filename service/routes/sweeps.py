@@ -119,7 +119,7 @@ def _created(created: Any, skipped: list[SkippedPair]) -> SweepCreated:
 def list_sweeps(
     session: ReadSessionDep,
     status: SweepStatus | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SweepsPublic:
     """Sweeps, newest first, optionally only those with ``status``."""

@@ -34,11 +34,11 @@ from tests.utils.factories import add_sweep, make_grid, run_sweep_to_end
 # Rules between two fields or over the whole grid, which JSON Schema cannot state: a
 # schema-valid request that breaks one of these alone may get its 422 (named in msg).
 CROSS_FIELD = re.compile(
-    r"exceeds samples|m1 cannot train|no list of learning rates|not in algorithms|"
-    r"the grid has|samples × dimension|eval_samples × dimension|work of|steps ×|"
+    r"exceeds samples|m1 cannot train|no list of learning rates|not among algorithms|"
+    r"the grid has|× dimension|work of|steps ×|"
     r"duplicate entry|combination was skipped|batch × dim|parameters|"
-    r"features but layer|must equal output dimension|data has dimension|from \d+ rows|"
-    r"at most one data file"
+    r"features but layer|must equal output dimension|takes dimension \d+ but the data|"
+    r"from \d+ rows|at most one data file|no such file|GPU count above 1"
 )
 
 
