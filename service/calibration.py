@@ -19,7 +19,7 @@ from service.exceptions import SpecFieldError, SpecLimitError
 from service.spec import (
     AlgorithmName,
     ArchitectureName,
-    Layer,
+    LayerList,
     OptimizerName,
     PositiveFinite,
     PositiveInt,
@@ -48,7 +48,7 @@ DEFAULT_BATCH_SIZE = 100
 class CalibrateRequest(StrictModel):
     """One step from each seed's initialization per (algorithm, learning rate)."""
 
-    architecture: ArchitectureName | list[Layer] = Field(
+    architecture: ArchitectureName | LayerList = Field(
         description="a named network (N1..N4, B1..B4) or a custom layer list"
     )
     algorithms: list[AlgorithmName] = Field(

@@ -170,6 +170,7 @@ def _short(value: Any) -> str:
 
 
 SeedList = Annotated[list[Seed], Field(min_length=1, json_schema_extra=UNIQUE)]
+LayerList = Annotated[list[Layer], Field(min_length=1, description="a custom network")]
 
 
 class SweepSpec(StrictModel):
@@ -178,7 +179,7 @@ class SweepSpec(StrictModel):
     name: str = Field(
         min_length=1, max_length=200, pattern=r"\S", description="a label for the sweep"
     )
-    architectures: list[ArchitectureName | Annotated[list[Layer], Field(min_length=1)]] = Field(
+    architectures: list[ArchitectureName | LayerList] = Field(
         min_length=1,
         json_schema_extra=UNIQUE,
         description="named networks (N1..N4, B1..B4) or custom layer lists",
