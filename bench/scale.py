@@ -116,9 +116,11 @@ def timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def run_size(trials: int, epochs: int, timeout_s: float) -> dict[str, Any]:
-    """One fresh service, one sweep of ``trials``: every stage's seconds and the peaks."""
-    out: dict[str, Any] = {"trials": trials}
+def run_size(trials: int, epochs: int, timeout_s: float, synthetic: bool = False) -> dict[str, Any]:
+    """One fresh service, one sweep of ``trials``: every stage's seconds and the peaks.
+    ``synthetic``: no worker; :func:`fill_results` stores the results instead (the
+    read stages measured on a sweep too large to train on this machine in time)."""
+    out: dict[str, Any] = {"trials": trials, "synthetic": synthetic}
     with tempfile.TemporaryDirectory(prefix="idem-scale-") as tmp:
         data_dir = Path(tmp)
         port = free_port()
@@ -144,8 +146,17 @@ def run_size(trials: int, epochs: int, timeout_s: float) -> dict[str, Any]:
             stderr=subprocess.STDOUT,
         )
         worker = subprocess.Popen(
-            _idem("worker"), env=env, cwd=REPO, stdout=worker_log, stderr=subprocess.STDOUT
+            [sys.executable, "-c", "import time; time.sleep(1e6)"]
+            if synthetic
+            else _idem("worker"),
+            env=env,
+            cwd=REPO,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
         )
+        if synthetic:
+            worker_log.write(b"store (synthetic: no worker)\n")
+            worker_log.flush()
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
                 _wait_up(client, api, worker, data_dir)
@@ -154,6 +165,9 @@ def run_size(trials: int, epochs: int, timeout_s: float) -> dict[str, Any]:
                 sweep_id = r.json()["id"]
                 assert r.json()["trial_count"] == trials, r.json()
                 out["post"] = seconds
+                if synthetic:
+                    db_url = f"sqlite:///{data_dir / 'idem.db'}"
+                    out["claim+group"], out["tune_trials"] = fill_results(db_url, sweep_id)
                 t0 = time.perf_counter()
                 deadline = t0 + timeout_s
                 while True:
@@ -165,11 +179,12 @@ def run_size(trials: int, epochs: int, timeout_s: float) -> dict[str, Any]:
                     if worker.poll() is not None:
                         raise RuntimeError("the worker exited")
                     time.sleep(0.5)
-                out["run"] = time.perf_counter() - t0
+                out["run"] = None if synthetic else time.perf_counter() - t0
                 out["status"] = sweep["trials_by_status"]
-                out["worker_mb"] = peak_rss_mb(worker.pid)
-                log = (data_dir / "worker.log").read_text(errors="replace")
-                out["claim+group"], out["tune_trials"] = claim_and_group(log, sweep_id)
+                out["worker_mb"] = None if synthetic else peak_rss_mb(worker.pid)
+                if not synthetic:
+                    log = (data_dir / "worker.log").read_text(errors="replace")
+                    out["claim+group"], out["tune_trials"] = claim_and_group(log, sweep_id)
                 out["summary"], r = timed(lambda: client.get(f"/sweeps/{sweep_id}/summary"))
                 r.raise_for_status()
                 p_seen = p_bad = 0
@@ -194,13 +209,80 @@ def run_size(trials: int, epochs: int, timeout_s: float) -> dict[str, Any]:
                 r.raise_for_status()
                 out["export"], out["export_kind"] = export(client, sweep_id, trials)
                 out["api_mb"] = peak_rss_mb(api.pid)
-                out["worker_mb"] = peak_rss_mb(worker.pid) or out["worker_mb"]
+                if not synthetic:
+                    out["worker_mb"] = peak_rss_mb(worker.pid) or out["worker_mb"]
         finally:
             _stop(worker, "worker")
             _stop(api, "api")
             api_log.close()
             worker_log.close()
     return out
+
+
+def fill_results(db_url: str, sweep_id: int) -> tuple[float, int]:
+    """Stand in for the worker at a size too slow to train here: group the sweep's
+    trials as the worker would (timed; returns the Tune trial count), then store seeded
+    random final states and one epoch row per trial, and finish the sweep."""
+    import numpy as np
+    from sqlalchemy import insert, update
+
+    from service.store.engine import make_engine, session_scope
+    from service.store.models import EpochMetric, Sweep, Trial, utcnow
+    from service.store.status import SweepStatus, TrialStatus
+    from service.store.trials import unfinished_trials
+    from workers.tune_runner import make_groups
+
+    engine = make_engine(db_url)
+    try:
+        t0 = time.perf_counter()
+        with session_scope(engine) as session:
+            todos = unfinished_trials(session, sweep_id)
+        groups = make_groups(todos, None)
+        grouping = time.perf_counter() - t0
+        rng = np.random.default_rng(0)
+        n = len(todos)
+        err = 10 ** rng.uniform(-8, 0, n)
+        dims = rng.uniform(0, 5, n)
+        now = utcnow()
+        rows = [
+            {
+                "id": t.id,
+                "status": TrialStatus.succeeded,
+                "idempotent_error": float(err[i]),
+                "loss": float(err[i]),
+                "norm": 1.0,
+                "trace": float(dims[i]),
+                "update_norm": float(err[i]) / 10,
+                "image_dim": float(dims[i]),
+                "epochs_to_threshold": 1 if err[i] < 1e-3 else None,
+                "epochs_run": 1,
+                "wall_seconds": 0.01,
+                "started_at": now,
+                "finished_at": now,
+            }
+            for i, t in enumerate(todos)
+        ]
+        epochs = [
+            {
+                "trial_id": r["id"],
+                "epoch": 1,
+                "idempotent_error": r["idempotent_error"],
+                "update_norm": r["update_norm"],
+                "image_dim": r["image_dim"],
+            }
+            for r in rows
+        ]
+        with session_scope(engine) as session:
+            session.execute(update(Trial), rows)
+            session.execute(insert(EpochMetric), epochs)
+            session.execute(
+                update(Sweep)
+                .where(Sweep.id == sweep_id)
+                .values(status=SweepStatus.succeeded, started_at=now, finished_at=now)
+            )
+        return grouping, len(groups)
+    finally:
+        engine.dispose()
 
 
 def export(client: httpx.Client, sweep_id: int, trials: int) -> tuple[float, str]:
@@ -237,9 +319,8 @@ def table(results: list[dict[str, Any]]) -> str:
             cells.append("–" if v is None else f"{v:.2f} s ({v / r['trials'] * 1e6:,.0f} µs)")
         mem = [f"{r[k]:,.0f}" if r.get(k) else "–" for k in ("api_mb", "worker_mb")]
         lines.append(
-            f"| {r['trials']:,} | {r.get('tune_trials') or '–'} | "
-            + " | ".join(cells)
-            + f" | {mem[0]} | {mem[1]} |"
+            f"| {r['trials']:,}{' (synthetic)' if r.get('synthetic') else ''} | "
+            f"{r.get('tune_trials') or '–'} | " + " | ".join(cells) + f" | {mem[0]} | {mem[1]} |"
         )
     return "\n".join(lines)
 
@@ -261,11 +342,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=3600, help="per sweep run, seconds")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        nargs="*",
+        default=[],
+        help="sizes whose results are stored by fill_results instead of trained",
+    )
     args = parser.parse_args()
     results = []
     for n in args.sizes:
         print(f"== {n:,} trials, {args.epochs} epoch(s)", flush=True)
-        result = run_size(n, args.epochs, args.timeout)
+        result = run_size(n, args.epochs, args.timeout, synthetic=n in args.synthetic)
         print("   " + json.dumps(result), flush=True)
         results.append(result)
         if args.json:
