@@ -53,8 +53,8 @@ def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 # Ids are INTEGER columns: the schema says so, so a client never sends one the store
 # cannot hold (the API would refuse it with 422).
-SweepId = Annotated[int, Path(ge=1, le=INT32_MAX, description="a sweep's id")]
-TrialId = Annotated[int, Path(ge=1, le=INT32_MAX, description="a trial's id")]
+SweepId = Annotated[int, Path(ge=-INT32_MAX - 1, le=INT32_MAX, description="a sweep's id")]
+TrialId = Annotated[int, Path(ge=-INT32_MAX - 1, le=INT32_MAX, description="a trial's id")]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 
