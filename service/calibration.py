@@ -23,7 +23,7 @@ from service.spec import (
     OptimizerName,
     PositiveFinite,
     PositiveInt,
-    Seed,
+    SeedList,
     StrictModel,
     architecture_value,
     no_duplicates,
@@ -62,7 +62,7 @@ class CalibrateRequest(StrictModel):
         Field(description="samples in the one batch (the step's size barely depends on it)"),
     ] = DEFAULT_BATCH_SIZE
     optimizer: Annotated[OptimizerName, Field(description="the optimizer taking the step")] = "sgd"
-    seeds: list[Seed] | Annotated[int, Field(ge=1, le=MAX_SEEDS)] = Field(
+    seeds: SeedList | Annotated[int, Field(ge=1, le=MAX_SEEDS)] = Field(
         default=3, description="seeds, or a count n meaning 0..n-1 (a seed fixes the init)"
     )
     suggest: Annotated[

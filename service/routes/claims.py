@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from service.comparison import ALPHA
-from service.deps import ReadSessionDep
+from service.deps import ReadSessionDep, SweepId
 from service.report import claims, load_report_data
 from service.report.analysis import analyse
 from service.schemas import ClaimRowPublic, ClaimsPublic, ErrorPublic
@@ -20,7 +20,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/{sweep_id}/claims", response_model=ClaimsPublic, responses=ERRORS)
-def sweep_claims(sweep_id: int, session: ReadSessionDep) -> ClaimsPublic:
+def sweep_claims(sweep_id: SweepId, session: ReadSessionDep) -> ClaimsPublic:
     """Every row of the report's answer table: each of the note's claims, asked each way
     (equal_lr per learning rate, best_lr on held-out seeds, matched_step per matched pair),
     per setting and comparison, with the comparison engine's numbers, the Holm-corrected p
