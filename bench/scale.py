@@ -212,6 +212,9 @@ def run_size(trials: int, epochs: int, timeout_s: float, synthetic: bool = False
                 if not synthetic:
                     out["worker_mb"] = peak_rss_mb(worker.pid) or out["worker_mb"]
         finally:
+            print("   stages so far: " + json.dumps(out), flush=True)
+            if api.poll() is not None:  # the API died: show why
+                print((data_dir / "api.log").read_text(errors="replace")[-2000:], flush=True)
             _stop(worker, "worker")
             _stop(api, "api")
             api_log.close()
