@@ -117,7 +117,7 @@ def group_configs(
     ``pack`` is the spec's override: ``False`` (or 1) trains every config alone, an
     integer caps the pack size, ``None`` or ``True`` picks :func:`auto_pack_size`.
     Configs that cannot be packed are singletons. Groups come in the order of their
-    first member; members keep their order.
+    first member; within a key, members are ordered by seed (then by their order).
     """
     if pack is False:
         return [[i] for i in range(len(configs))]
@@ -139,7 +139,9 @@ def group_configs(
         if kind == "single":
             groups.append([item])
             continue
-        members = by_key[item]
+        # By seed (stable), so one seed's learning rates share a pack and its fresh data
+        # is drawn once for all of them (train.fresh_draw_groups).
+        members = sorted(by_key[item], key=lambda i: configs[i].seed)
         if pack is None or isinstance(pack, bool):
             size = auto_pack_size(configs[members[0]])
         else:

@@ -118,6 +118,17 @@ def _epoch_context(single_thread: bool) -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
+def fresh_draw_groups(sources: Sequence[DataSource]) -> list[list[int]]:
+    """Indices of the fresh-Gaussian sources grouped by the stream they draw (seed,
+    samples, dim, dtype): one draw per group and epoch serves every member in it."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, source in enumerate(sources):
+        if isinstance(source, GaussianFresh):
+            key = (source.seed, source.samples, source.dim, source.dtype)
+            groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
 class PackedTraining:
     """Configs sharing one :func:`pack_key`, trained as one stacked network.
 
@@ -207,25 +218,32 @@ class PackedTraining:
         self._chunk = chunk_size(self.size, widest, self.device)
         # The epoch's data as drawn, (P, samples, d); members fill their own rows.
         self._buffer = torch.zeros(self.size, first.samples, self.dim, dtype=self.dtype)
+        # Members whose fresh data is the same stream (same seed, so same generator
+        # state, e.g. one seed at several learning rates) draw it once per epoch.
+        self._fresh_groups = fresh_draw_groups(self.sources)
 
     def __len__(self) -> int:
         return self.size
 
     def _draw(self, epoch: int) -> torch.Tensor:
         """Each active member's training set for ``epoch``, from its own source: (P, d, n)."""
-        for i, source in enumerate(self.sources):
-            if not self.active[i]:
+        for group in self._fresh_groups:
+            live = [i for i in group if self.active[i]]
+            if not live:
                 continue
-            if isinstance(source, GaussianFresh):
-                # Same generator, same call as GaussianFresh.epoch_data, written in place.
-                torch.randn(
-                    source.samples,
-                    source.dim,
-                    generator=source._gen,
-                    dtype=self.dtype,
-                    out=self._buffer[i],
-                )
-            else:
+            # The group's first member's generator stands for all of them: each would
+            # draw exactly this from its own (same seed, same state), as it does alone.
+            source = self.sources[group[0]]
+            assert isinstance(source, GaussianFresh)
+            lead = self._buffer[live[0]]
+            # Same generator, same call as GaussianFresh.epoch_data, written in place.
+            torch.randn(
+                source.samples, source.dim, generator=source._gen, dtype=self.dtype, out=lead
+            )
+            for i in live[1:]:
+                self._buffer[i].copy_(lead)
+        for i, source in enumerate(self.sources):
+            if self.active[i] and not isinstance(source, GaussianFresh):
                 self._buffer[i].copy_(source.epoch_data(epoch))
         x = self._buffer.to(self.device, non_blocking=True)
         # A transposed view, not a copy: bmm reads it as a transposed operand, which

@@ -184,6 +184,34 @@ def test_diverging_member_leaves_others_untouched(optimizer: str) -> None:
         assert_same_result(results[i], result, 1e-9, f"member {i}")
 
 
+def test_members_sharing_a_seed_draw_once_and_match_alone() -> None:
+    """One seed at several learning rates draws its fresh data once per epoch
+    (train.fresh_draw_groups), and every member still equals its run alone (float64,
+    1e-9), also after the group's first member diverged and stopped."""
+    lrs = (1e6, 0.05, 0.01)  # the first of each seed's group diverges early
+    cfgs = [
+        replace(base("N2", "ordinary", epochs=30, data="gaussian-fresh"), seed=s, learning_rate=lr)
+        for s in (0, 1)
+        for lr in lrs
+    ]
+    pt = PackedTraining(cfgs)
+    assert train.fresh_draw_groups(pt.sources) == [[0, 1, 2], [3, 4, 5]]
+    per_member, results = run_packed(cfgs)
+    assert results[0].diverged and results[3].diverged
+    for i in (1, 2, 4, 5):
+        records, result = unpacked(cfgs[i])
+        assert not result.diverged and len(records) == 30
+        assert_same(per_member[i], records, 1e-9, f"member {i}")
+        assert_same_result(results[i], result, 1e-9, f"member {i}")
+
+
+def test_group_configs_puts_a_seeds_rates_together() -> None:
+    """Within a key, packs are cut in seed order, so a seed's learning rates share a pack."""
+    cfgs = [base(seed=s, learning_rate=lr) for lr in (0.1, 0.01) for s in range(4)]  # lr-major
+    packs = group_configs(cfgs, pack=4)
+    assert [sorted(cfgs[i].seed for i in g) for g in packs] == [[0, 0, 1, 1], [2, 2, 3, 3]]
+
+
 def test_pack_key_ignores_only_seed_and_lr() -> None:
     cfg = base()
     assert pack_key(cfg) == pack_key(replace(cfg, seed=7, learning_rate=0.3))
