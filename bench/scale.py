@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_throughput_service import REPO, _idem, _stop, _wait_up
+from sweep_throughput_service import REPO, _idem, _stop, _wait_up, start_api
 
 from idemsweep.commands.up import free_port
 
@@ -124,27 +123,8 @@ def run_size(trials: int, epochs: int, timeout_s: float, synthetic: bool = False
     with tempfile.TemporaryDirectory(prefix="idem-scale-") as tmp:
         data_dir = Path(tmp)
         port = free_port()
-        env = dict(os.environ)
-        env.update(
-            IDEM_DATA_DIR=str(data_dir),
-            IDEM_PORT=str(port),
-            RAY_USAGE_STATS_ENABLED="0",
-            RAY_AUTH_MODE="disabled",
-            PYTHONPATH=str(REPO),
-        )
-        env.pop("IDEM_DATABASE_URL", None)
-        subprocess.run(
-            _idem("db", "upgrade"), env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL
-        )
-        api_log = open(data_dir / "api.log", "wb")  # noqa: SIM115 (closed below)
-        worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115
-        api = subprocess.Popen(
-            _idem("api", "--port", str(port), "--log-level", "warning"),
-            env=env,
-            cwd=REPO,
-            stdout=api_log,
-            stderr=subprocess.STDOUT,
-        )
+        env, api, api_log = start_api(data_dir, port)
+        worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115 (closed below)
         worker = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(1e6)"]
             if synthetic

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -44,6 +44,35 @@ def _stop(proc: subprocess.Popen[bytes], name: str) -> None:
         proc.wait(timeout=30)
 
 
+def start_api(
+    data_dir: Path, port: int
+) -> tuple[dict[str, str], subprocess.Popen[bytes], IO[bytes]]:
+    """A fresh SQLite store under ``data_dir`` (migrated to head) and the API on ``port``.
+
+    Returns the environment the API runs with (the worker must get the same one), the
+    API process and its open log (``data_dir/api.log``); the caller stops and closes them.
+    """
+    env = dict(os.environ)
+    env.update(
+        IDEM_DATA_DIR=str(data_dir),
+        IDEM_PORT=str(port),
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled",
+        PYTHONPATH=str(REPO),
+    )
+    env.pop("IDEM_DATABASE_URL", None)
+    subprocess.run(_idem("db", "upgrade"), env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    api_log = open(data_dir / "api.log", "wb")  # noqa: SIM115 (the caller closes it)
+    api = subprocess.Popen(
+        _idem("api", "--port", str(port), "--log-level", "warning"),
+        env=env,
+        cwd=REPO,
+        stdout=api_log,
+        stderr=subprocess.STDOUT,
+    )
+    return env, api, api_log
+
+
 @dataclass(frozen=True)
 class ServiceRun:
     """One end-to-end run: epoch rows stored, POST -> every trial final (the issue's
@@ -62,27 +91,8 @@ def run_service_sweep(
     with tempfile.TemporaryDirectory(prefix="idem-bench-") as tmp:
         data_dir = Path(tmp)
         port = free_port()
-        env = dict(os.environ)
-        env.update(
-            IDEM_DATA_DIR=str(data_dir),
-            IDEM_PORT=str(port),
-            RAY_USAGE_STATS_ENABLED="0",
-            RAY_AUTH_MODE="disabled",
-            PYTHONPATH=str(REPO),
-        )
-        env.pop("IDEM_DATABASE_URL", None)
-        subprocess.run(
-            _idem("db", "upgrade"), env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL
-        )
-        api_log = open(data_dir / "api.log", "wb")  # noqa: SIM115 (closed below)
-        worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115
-        api = subprocess.Popen(
-            _idem("api", "--port", str(port), "--log-level", "warning"),
-            env=env,
-            cwd=REPO,
-            stdout=api_log,
-            stderr=subprocess.STDOUT,
-        )
+        env, api, api_log = start_api(data_dir, port)
+        worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115 (closed below)
         worker = subprocess.Popen(
             _idem("worker"), env=env, cwd=REPO, stdout=worker_log, stderr=subprocess.STDOUT
         )
