@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from service.exceptions import LeaseLost, NotFound
 from service.store.models import Sweep, utcnow
 from service.store.status import SweepStatus, TrialStatus, check_transition, sources
+from service.store.sweeps import locked_sweep
 from service.store.trials import (
     end_unfinished_trials,
     requeue_running_trials,
@@ -24,19 +25,9 @@ from service.store.trials import (
 )
 
 
-def _locked_sweep(session: Session, sweep_id: int) -> Sweep:
-    """The sweep row, locked for the rest of the transaction; NotFound if absent."""
-    sweep = session.scalars(
-        select(Sweep).where(Sweep.id == sweep_id).with_for_update()
-    ).one_or_none()
-    if sweep is None:
-        raise NotFound(f"sweep {sweep_id} not found")
-    return sweep
-
-
 def held_sweep(session: Session, sweep_id: int, worker_id: str) -> Sweep:
     """The sweep row, locked, if ``worker_id`` still holds its lease; else LeaseLost."""
-    sweep = _locked_sweep(session, sweep_id)
+    sweep = locked_sweep(session, sweep_id)
     if sweep.status != SweepStatus.running or sweep.claimed_by != worker_id:
         raise LeaseLost(
             f"worker {worker_id} no longer holds sweep {sweep_id} "
@@ -131,7 +122,7 @@ def finish_sweep(session: Session, sweep_id: int, worker_id: str) -> SweepStatus
 
 def fail_sweep(session: Session, sweep_id: int, error: str) -> None:
     """Mark a sweep failed with ``error``; its unfinished trials end failed too."""
-    sweep = _locked_sweep(session, sweep_id)
+    sweep = locked_sweep(session, sweep_id)
     _set_status(sweep, SweepStatus.failed)
     sweep.error = error
     sweep.finished_at = utcnow()

@@ -21,6 +21,16 @@ from service.store.trials import end_unfinished_trials
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
 
 
+def locked_sweep(session: Session, sweep_id: int) -> Sweep:
+    """The sweep row, locked for the rest of the transaction; NotFound if absent."""
+    sweep = session.scalars(
+        select(Sweep).where(Sweep.id == sweep_id).with_for_update()
+    ).one_or_none()
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    return sweep
+
+
 def _reusable(session: Session, hashes: Sequence[str]) -> dict[str, Trial]:
     """For each config hash, a succeeded trial that owns its epoch rows (lowest id)."""
     found: dict[str, Trial] = {}
@@ -142,11 +152,7 @@ def request_cancel(session: Session, sweep_id: int) -> SweepStatus:
     gets ``cancel_requested``; its worker sees it at the next heartbeat and ends it.
     Cancelling a finished sweep raises SweepFinished; an unknown id raises NotFound.
     """
-    sweep = session.scalars(
-        select(Sweep).where(Sweep.id == sweep_id).with_for_update()
-    ).one_or_none()
-    if sweep is None:
-        raise NotFound(f"sweep {sweep_id} not found")
+    sweep = locked_sweep(session, sweep_id)
     status = SweepStatus(sweep.status)
     if status in SWEEP_FINAL:
         raise SweepFinished(f"sweep {sweep_id} already finished ({status.value})")
@@ -169,11 +175,7 @@ def delete_sweep(session: Session, sweep_id: int) -> SweepDeleted:
     and reads its result and curve through ``reused_from``, so deleting the original
     would empty theirs. The message names those sweeps (delete them first).
     """
-    sweep = session.scalars(
-        select(Sweep).where(Sweep.id == sweep_id).with_for_update()
-    ).one_or_none()
-    if sweep is None:
-        raise NotFound(f"sweep {sweep_id} not found")
+    sweep = locked_sweep(session, sweep_id)
     status = SweepStatus(sweep.status)
     if status not in SWEEP_FINAL:
         raise SweepInUse(f"sweep {sweep_id} is {status.value}; cancel it first")
