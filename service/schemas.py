@@ -236,6 +236,11 @@ class EpochsPublic(BaseModel):
 
     trial_id: int
     stride: int
+    record_every: int = Field(
+        default=1,
+        description="the sweep stored every k-th epoch, plus the first, the one that "
+        "crossed the threshold and the last (spec record_every); data lists those it has",
+    )
     data: list[EpochPublic]
     count: int
 

@@ -30,11 +30,13 @@ def get_epochs(
     stride: Annotated[int, Query(ge=1, le=100000, description="every k-th epoch")] = 1,
 ) -> EpochsPublic:
     """The run's curve (a reused trial shows the curve of the run it took over)."""
-    queries.get_trial(session, trial_id)  # 404 for an unknown trial
+    trial = queries.get_trial(session, trial_id)  # 404 for an unknown trial
+    spec = queries.get_sweep(session, trial.sweep_id).spec
     rows = queries.trial_epochs(session, trial_id, stride=stride)
     return EpochsPublic(
         trial_id=trial_id,
         stride=stride,
+        record_every=int(spec.get("record_every") or 1),
         data=[EpochPublic.from_record(r) for r in rows],
         count=len(rows),
     )

@@ -408,3 +408,14 @@ def test_trials_page_by_cursor_like_offset_and_refuse_ids_past_the_column(
     assert params_["offset"].get("deprecated") is True
     assert client.get(f"/sweeps/{2**31}/trials").status_code == 422
     assert client.get(url, params={"after_id": 2**31}).status_code == 422
+
+
+def test_a_trials_curve_says_which_epochs_the_sweep_stores(client: TestClient) -> None:
+    """record_every is stored with the spec and named by the curve's response."""
+    thinned = client.post("/sweeps", json={**SMALL_SPEC, "record_every": 4}).json()["id"]
+    plain = client.post("/sweeps", json={**SMALL_SPEC, "name": "plain"}).json()["id"]
+    for sweep, every in ((thinned, 4), (plain, 1)):
+        trial = client.get(f"/sweeps/{sweep}/trials").json()["data"][0]
+        assert client.get(f"/trials/{trial['id']}/epochs").json()["record_every"] == every
+    bad = client.post("/sweeps", json={**SMALL_SPEC, "record_every": 0})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "record_every"]
