@@ -42,7 +42,7 @@ from epoch_cost import bench_arch, epoch_flops, matmul_peak  # noqa: E402
 
 from idemcore.config import TrialConfig  # noqa: E402
 from idemcore.provenance import apply_numerics, device_name  # noqa: E402
-from idemcore.train import EpochRecord, train  # noqa: E402
+from idemcore.train import EpochRecord, PackedTraining, train  # noqa: E402
 
 RTOL = 1e-9
 COMPARED = ("idempotent_error", "loss", "norm", "trace", "update_norm", "image_dim")
@@ -83,8 +83,6 @@ def float64_packed_vs_cpu(device: str = "cuda", epochs: int = 30) -> tuple[bool,
 
     (``device="cpu"`` runs the same comparison on the CPU: the test suite's smoke test.)
     """
-    from workers.trainable import OneByOne, make_group_run
-
     worst = 0.0
     packs = 0
     for arch in ("N1", "N2", "N3", "B1"):
@@ -104,9 +102,7 @@ def float64_packed_vs_cpu(device: str = "cuda", epochs: int = 30) -> tuple[bool,
                 )
                 for seed in range(4)
             ]
-            run = make_group_run(configs, torch.device(device))
-            if isinstance(run, OneByOne):
-                return False, f"{arch} {algorithm} was not packed"
+            run = PackedTraining(configs, device=device)  # the workers' group run
             packs += 1
             gpu_rows: list[list[EpochRecord]] = [[] for _ in configs]
             for row in run.epochs():
