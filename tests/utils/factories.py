@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from idemcore.config import TrialConfig
 from idemcore.train import EpochRecord, TrialResult
+
+if TYPE_CHECKING:
+    from service.store.records import TrialRecord
 
 SMALL_SPEC: dict[str, Any] = {
     "name": "small",
@@ -155,3 +159,36 @@ def run_sweep_to_end(
             finish_trial(s, t.id, status, result, None, fake_epochs(epochs))
     with session_scope(engine) as s:
         finish_sweep(s, sweep_id, worker_id)
+
+
+_record_ids = itertools.count(1)
+
+
+def make_trial_record(**overrides: Any) -> TrialRecord:
+    """A stored trial as the store returns it, for report tests that need no database: a
+    succeeded N1 run (fresh id, every metric None but ``image_dim`` 2) with ``overrides``."""
+    from service.store.records import TrialRecord
+    from service.store.status import TrialStatus
+
+    fields: dict[str, Any] = dict.fromkeys(TrialRecord.__dataclass_fields__)
+    fields.update(
+        id=next(_record_ids),
+        sweep_id=1,
+        status=TrialStatus.succeeded,
+        architecture="N1",
+        algorithm="ordinary",
+        learning_rate=0.1,
+        samples=200,
+        batch_size=200,
+        seed=0,
+        data="gaussian-fresh",
+        init="default",
+        optimizer="sgd",
+        config={"architecture": "N1"},
+        config_hash="x",
+        attempts=1,
+        image_dim=2.0,
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    fields.update(overrides)
+    return TrialRecord(**fields)

@@ -3,10 +3,6 @@ table, verdicts decided by the test and the null-map qualification."""
 
 from __future__ import annotations
 
-import itertools
-from datetime import UTC, datetime
-from typing import Any
-
 import numpy as np
 import pytest
 
@@ -22,10 +18,10 @@ from service.report.claims import (
 )
 from service.store.records import TrialRecord
 from service.store.status import TrialStatus
+from tests.utils.factories import make_trial_record
 
 SETTING = Setting("N1", 200, 200, "gaussian-fresh", "default")
 THRESHOLD = 1e-3
-_ids = itertools.count(1)
 
 
 def run(
@@ -38,29 +34,15 @@ def run(
     image_dim: float = 2.0,
     status: TrialStatus = TrialStatus.succeeded,
 ) -> TrialRecord:
-    fields: dict[str, Any] = dict.fromkeys(TrialRecord.__dataclass_fields__)
-    fields.update(
-        id=next(_ids),
-        sweep_id=1,
+    return make_trial_record(
         status=status,
-        architecture="N1",
         algorithm=alg,
         learning_rate=lr,
-        samples=200,
-        batch_size=200,
         seed=seed,
-        data="gaussian-fresh",
-        init="default",
-        optimizer="sgd",
-        config={"architecture": "N1"},
-        config_hash="x",
-        attempts=1,
         idempotent_error=error,
         epochs_to_threshold=epochs,
         image_dim=image_dim,
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    return TrialRecord(**fields)
 
 
 def analysis(

@@ -5,43 +5,25 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Any
 
 from service.comparison import Verdict
 from service.report.analysis import Setting, SettingAnalysis, setting_of
 from service.report.claims import claim_rows
 from service.report.dimensions import dimension_questions, levels
 from service.store.records import TrialRecord
-from service.store.status import TrialStatus
-
-_ids = itertools.count(1)
+from tests.utils.factories import make_trial_record
 
 
 def run(alg: str, lr: float, seed: int, data: str, optimizer: str, error: float) -> TrialRecord:
-    fields: dict[str, Any] = dict.fromkeys(TrialRecord.__dataclass_fields__)
-    fields.update(
-        id=next(_ids),
-        sweep_id=1,
-        status=TrialStatus.succeeded,
-        architecture="N1",
+    return make_trial_record(
         algorithm=alg,
         learning_rate=lr,
-        samples=200,
-        batch_size=200,
         seed=seed,
         data=data,
-        init="default",
         optimizer=optimizer,
-        config={"architecture": "N1"},
-        config_hash="x",
-        attempts=1,
         idempotent_error=error,
         epochs_to_threshold=10,
-        image_dim=2.0,
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    return TrialRecord(**fields)
 
 
 def analyses(trials: list[TrialRecord]) -> list[SettingAnalysis]:
