@@ -26,7 +26,9 @@ from service.spec import (
     SeedList,
     StrictModel,
     architecture_value,
+    check_seeds,
     no_duplicates,
+    seed_list,
     strip_field,
 )
 
@@ -79,16 +81,11 @@ class CalibrateRequest(StrictModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: list[int] | int) -> list[int] | int:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("seeds must not be empty")
-            if len(value) > MAX_SEEDS:
-                raise ValueError(f"at most {MAX_SEEDS} seeds")
-            no_duplicates(value)
-        return value
+        return check_seeds(value, most=MAX_SEEDS)
 
     def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+        """The seeds, with a count ``n`` meaning ``0..n-1``."""
+        return seed_list(self.seeds)
 
     def steps(self) -> int:
         """Updates this request measures (the suggestion measures its mapping again)."""

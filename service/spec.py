@@ -161,6 +161,23 @@ def no_duplicates(values: Sequence[Any]) -> None:
         seen.append(value)
 
 
+def check_seeds(value: list[int] | int, most: int | None = None) -> list[int] | int:
+    """A ``seeds`` value as given, if a list is non-empty, duplicate-free and (with
+    ``most``) at most ``most`` long; a count's bounds are on its field."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("seeds must not be empty")
+        if most is not None and len(value) > most:
+            raise ValueError(f"at most {most} seeds")
+        no_duplicates(value)
+    return value
+
+
+def seed_list(seeds: list[int] | int) -> list[int]:
+    """The seeds, with a count ``n`` meaning ``0..n-1``."""
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+
 def _short(value: Any) -> str:
     if isinstance(value, BaseModel):
         return repr(value.model_dump())
@@ -349,15 +366,11 @@ class SweepSpec(StrictModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: list[int] | int) -> list[int] | int:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("seeds must not be empty")
-            no_duplicates(value)
-        return value
+        return check_seeds(value)
 
     def seed_list(self) -> list[int]:
         """The seeds, with a count ``n`` meaning ``0..n-1``."""
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+        return seed_list(self.seeds)
 
     def init_list(self) -> list[Init]:
         """The inits as :class:`Init` objects (a bare name takes the default std and gain)."""
