@@ -37,8 +37,6 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_throughput_service import REPO, _idem, _stop, _wait_up, start_api
 
-from idemsweep.commands.up import free_port
-
 STAGES = ("post", "claim+group", "run", "summary", "compare", "claims", "report", "export")
 FINAL = {"succeeded", "failed", "cancelled"}
 LEARNING_RATES = [0.01, 0.02, 0.05, 0.1, 0.2]
@@ -122,8 +120,7 @@ def run_size(trials: int, epochs: int, timeout_s: float, synthetic: bool = False
     out: dict[str, Any] = {"trials": trials, "synthetic": synthetic}
     with tempfile.TemporaryDirectory(prefix="idem-scale-") as tmp:
         data_dir = Path(tmp)
-        port = free_port()
-        env, api, api_log = start_api(data_dir, port)
+        port, env, api, api_log = start_api(data_dir)
         worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115 (closed below)
         worker = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(1e6)"]

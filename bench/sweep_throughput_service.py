@@ -44,14 +44,14 @@ def _stop(proc: subprocess.Popen[bytes], name: str) -> None:
         proc.wait(timeout=30)
 
 
-def start_api(
-    data_dir: Path, port: int
-) -> tuple[dict[str, str], subprocess.Popen[bytes], IO[bytes]]:
-    """A fresh SQLite store under ``data_dir`` (migrated to head) and the API on ``port``.
+def start_api(data_dir: Path) -> tuple[int, dict[str, str], subprocess.Popen[bytes], IO[bytes]]:
+    """A fresh SQLite store under ``data_dir`` (migrated to head) and the API on a free port.
 
-    Returns the environment the API runs with (the worker must get the same one), the
-    API process and its open log (``data_dir/api.log``); the caller stops and closes them.
+    Returns the port, the environment the API runs with (the worker must get the same
+    one), the API process and its open log (``data_dir/api.log``); the caller stops the
+    process and closes the log.
     """
+    port = free_port()
     env = dict(os.environ)
     env.update(
         IDEM_DATA_DIR=str(data_dir),
@@ -70,7 +70,7 @@ def start_api(
         stdout=api_log,
         stderr=subprocess.STDOUT,
     )
-    return env, api, api_log
+    return port, env, api, api_log
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,7 @@ def run_service_sweep(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="idem-bench-") as tmp:
         data_dir = Path(tmp)
-        port = free_port()
-        env, api, api_log = start_api(data_dir, port)
+        port, env, api, api_log = start_api(data_dir)
         worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115 (closed below)
         worker = subprocess.Popen(
             _idem("worker"), env=env, cwd=REPO, stdout=worker_log, stderr=subprocess.STDOUT
