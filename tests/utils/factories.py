@@ -164,9 +164,13 @@ def run_sweep_to_end(
 _record_ids = itertools.count(1)
 
 
-def make_trial_record(**overrides: Any) -> TrialRecord:
+def make_trial_record(
+    algorithm: str, learning_rate: float, seed: int, error: float | None, **overrides: Any
+) -> TrialRecord:
     """A stored trial as the store returns it, for report tests that need no database: a
-    succeeded N1 run (fresh id, every metric None but ``image_dim`` 2) with ``overrides``."""
+    succeeded N1 run of ``algorithm`` at ``learning_rate`` and ``seed`` whose final
+    idempotent error is ``error`` (fresh id, the other metrics None but ``image_dim`` 2),
+    with ``overrides``."""
     from service.store.records import TrialRecord
     from service.store.status import TrialStatus
 
@@ -176,17 +180,18 @@ def make_trial_record(**overrides: Any) -> TrialRecord:
         sweep_id=1,
         status=TrialStatus.succeeded,
         architecture="N1",
-        algorithm="ordinary",
-        learning_rate=0.1,
+        algorithm=algorithm,
+        learning_rate=learning_rate,
         samples=200,
         batch_size=200,
-        seed=0,
+        seed=seed,
         data="gaussian-fresh",
         init="default",
         optimizer="sgd",
         config={"architecture": "N1"},
         config_hash="x",
         attempts=1,
+        idempotent_error=error,
         image_dim=2.0,
         started_at=datetime(2026, 1, 1, tzinfo=UTC),
     )

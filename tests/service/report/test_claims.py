@@ -35,13 +35,7 @@ def run(
     status: TrialStatus = TrialStatus.succeeded,
 ) -> TrialRecord:
     return make_trial_record(
-        status=status,
-        algorithm=alg,
-        learning_rate=lr,
-        seed=seed,
-        idempotent_error=error,
-        epochs_to_threshold=epochs,
-        image_dim=image_dim,
+        alg, lr, seed, error, status=status, epochs_to_threshold=epochs, image_dim=image_dim
     )
 
 

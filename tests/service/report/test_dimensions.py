@@ -16,13 +16,7 @@ from tests.utils.factories import make_trial_record
 
 def run(alg: str, lr: float, seed: int, data: str, optimizer: str, error: float) -> TrialRecord:
     return make_trial_record(
-        algorithm=alg,
-        learning_rate=lr,
-        seed=seed,
-        data=data,
-        optimizer=optimizer,
-        idempotent_error=error,
-        epochs_to_threshold=10,
+        alg, lr, seed, error, data=data, optimizer=optimizer, epochs_to_threshold=10
     )
 
 
