@@ -7,6 +7,7 @@ the API by accident and a renamed column fails loudly here.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -316,17 +317,8 @@ class SummaryRowPublic(BaseModel):
     @classmethod
     def from_record(cls, r: SummaryRow) -> SummaryRowPublic:
         """Convert the store's frozen record, lifting the group's fields to the top."""
-        return cls(
-            **dict(r.group),
-            n=r.n,
-            mean=r.mean,
-            std=r.std,
-            min=r.min,
-            median=r.median,
-            max=r.max,
-            diverged=r.diverged,
-            never=r.never,
-        )
+        stats = asdict(r)
+        return cls(**stats.pop("group"), **stats)
 
 
 class SummaryPublic(BaseModel):
@@ -446,12 +438,7 @@ class ClaimRowPublic(PairedPublic):
     def from_row(cls, row: ClaimRow) -> ClaimRowPublic:
         q, s = row.question, row.setting
         return cls(
-            architecture=s.architecture,
-            samples=s.samples,
-            batch_size=s.batch_size,
-            data=s.data,
-            init=s.init,
-            optimizer=s.optimizer,
+            **asdict(s),
             dimension=q.dimension,
             algorithm=q.algorithm,
             a=q.a,
