@@ -26,6 +26,7 @@ from service.spec import (
     SeedList,
     StrictModel,
     architecture_value,
+    check_samples_x_dim,
     check_seeds,
     no_duplicates,
     seed_list,
@@ -208,13 +209,8 @@ def check_limits(request: CalibrateRequest, settings: Settings) -> None:
             _loc("architecture"), f"{params} parameters", MAX_PARAMETERS, "calibration parameters"
         )
     dim = input_dim(arch)
-    if request.batch_size * dim > settings.max_samples_x_dim:
-        raise SpecLimitError(
-            _loc("batch_size"),
-            f"batch_size × dimension = {request.batch_size} × {dim}",
-            settings.max_samples_x_dim,
-            "max_samples_x_dim",
-        )
+    what = f"batch_size × dimension = {request.batch_size} × {dim}"
+    check_samples_x_dim(settings, _loc("batch_size"), request.batch_size * dim, what)
     work = request.steps() * params * request.batch_size
     if work > MAX_WORK:
         raise SpecLimitError(

@@ -498,6 +498,13 @@ def _check_data(
     return out
 
 
+def check_samples_x_dim(settings: Settings, loc: list[str | int], product: int, what: str) -> None:
+    """SpecLimitError at ``loc`` when samples × input dimension (``product``, described
+    by ``what``) exceeds ``max_samples_x_dim``: the memory guard of one trial or step."""
+    if product > settings.max_samples_x_dim:
+        raise SpecLimitError(loc, what, settings.max_samples_x_dim, "max_samples_x_dim")
+
+
 def _source_label(source: str | DataFile) -> str:
     return repr(source.file) if isinstance(source, DataFile) else repr(source)
 
@@ -545,21 +552,12 @@ def expand_grid(
     max_dim = max(dims)
     largest = dims.index(max_dim)
     for j, batch in enumerate(spec.batches):
-        if batch.samples * max_dim > settings.max_samples_x_dim:
-            raise SpecLimitError(
-                _loc("batches", j, "samples"),
-                f"samples × dimension = {batch.samples} × {max_dim} "
-                f"(architecture {largest}) = {batch.samples * max_dim}",
-                settings.max_samples_x_dim,
-                "max_samples_x_dim",
-            )
-    if spec.eval_samples * max_dim > settings.max_samples_x_dim:
-        raise SpecLimitError(
-            _loc("eval_samples"),
-            f"eval_samples × dimension = {spec.eval_samples * max_dim}",
-            settings.max_samples_x_dim,
-            "max_samples_x_dim",
-        )
+        product = batch.samples * max_dim
+        what = f"samples × dimension = {batch.samples} × {max_dim} (architecture {largest})"
+        check_samples_x_dim(settings, _loc("batches", j, "samples"), product, f"{what} = {product}")
+    product = spec.eval_samples * max_dim
+    what = f"eval_samples × dimension = {product}"
+    check_samples_x_dim(settings, _loc("eval_samples"), product, what)
 
     total = spec.grid_size()
     if total > settings.max_trials_per_sweep:
