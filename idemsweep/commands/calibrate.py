@@ -66,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
         result = run_calibration(request)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        # Field names and list indexes; pydantic's union-member tags ("constrained-str",
+        # "list[LayerSpec]") are not identifiers and name no field.
+        where = ".".join(
+            str(p) for p in first["loc"] if isinstance(p, int) or str(p).isidentifier()
+        )
         raise CliError(f"{where}: {first['msg']}") from None
     except FieldInvalid as exc:
         raise CliError(f"{'.'.join(str(p) for p in exc.loc[1:])}: {exc.message}") from None

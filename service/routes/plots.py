@@ -53,7 +53,7 @@ def _curves(
     """The sweep's name, the group fields and one curve per group (one home for the
     figure and the JSON)."""
     fields = parse_by(by)
-    check_metric(metric, per_epoch=True)
+    check_metric(metric, per_epoch=True, advertised=EPOCH_METRICS)
     sweep = queries.get_sweep(session, sweep_id)
     points = epoch_curves(session, sweep_id, by=fields, metric=metric, stride=stride)
     return sweep.name, fields, group_curves(points)
@@ -108,7 +108,7 @@ def distribution(
 ) -> Response:
     """Each run's final ``metric`` as a point per group, with a box per group."""
     fields = parse_by(by)
-    check_metric(metric)
+    check_metric(metric, advertised=METRICS)
     sweep = queries.get_sweep(session, sweep_id)
     trials, _ = queries.list_trials(session, sweep_id, offset=0, limit=MAX_RUNS)
     groups: dict[str, list[float | None]] = {}

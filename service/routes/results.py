@@ -64,15 +64,18 @@ def parse_by(by: str) -> list[str]:
     return fields
 
 
-def check_metric(metric: str, per_epoch: bool = False) -> str:
+def check_metric(
+    metric: str, per_epoch: bool = False, advertised: Sequence[str] = ANY_METRIC
+) -> str:
     """``metric`` if the store has it per epoch (``per_epoch``) or per run.
 
-    An unknown name is a 422 naming the parameter (the schema's enum refuses it too); a
-    known metric the store does not keep that way (``epochs_to_threshold`` per epoch,
-    ``seconds`` per run) is a 404: those values do not exist."""
-    if metric not in ANY_METRIC:
+    A name outside the route's schema enum (``advertised``) is a 422 naming the
+    parameter; a metric the schema allows but the store does not keep that way
+    (``epochs_to_threshold`` per epoch, ``seconds`` per run, where one ``metric`` serves
+    both through ``epoch=``) is a 404: those values do not exist."""
+    if metric not in advertised:
         raise QueryFieldError(
-            ["query", "metric"], f"unknown metric {metric!r}; expected one of {list(ANY_METRIC)}"
+            ["query", "metric"], f"unknown metric {metric!r}; expected one of {list(advertised)}"
         )
     allowed = EPOCH_METRICS if per_epoch else METRICS
     if metric not in allowed:
