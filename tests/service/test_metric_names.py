@@ -57,3 +57,16 @@ def test_records_and_schemas_spell_the_same_names() -> None:
         "config_hash",
     }
     assert record_fields <= set(TrialDetail.model_fields)  # from_record reads them by name
+
+
+def test_every_grid_field_is_on_the_records_and_schemas() -> None:
+    """The config columns a summary can group by (TRIAL_FIELDS) are spelled again as typed
+    fields on the record and the public schemas; a grid dimension added to one and not to
+    the others fails here."""
+    from service.schemas import SweepEpochKey, TrialPublic
+    from service.store.query_fields import TRIAL_FIELDS
+
+    wanted = set(TRIAL_FIELDS)
+    assert wanted <= {f.name for f in dataclasses.fields(TrialRecord)}
+    assert wanted <= set(TrialPublic.model_fields)
+    assert wanted <= set(SweepEpochKey.model_fields)
