@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -41,6 +41,17 @@ def split_list(value: Any) -> Any:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def knob(default: Any, description: str, example: Any, **limits: Any) -> Any:
+    """A settings field with what it sets and one example (quoted by the one-line error
+    for a bad value and by docs/settings.md), so no field goes without either; ``limits``
+    are pydantic's (``ge=0``, ``min_length=1``). A list default is copied per instance."""
+    if isinstance(default, list):
+        return Field(
+            default_factory=default.copy, description=description, examples=[example], **limits
+        )
+    return Field(default, description=description, examples=[example], **limits)
+
+
 def _no_control_characters(value: str) -> str:
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValueError("contains a control character (a newline or tab pasted by mistake?)")
@@ -50,91 +61,58 @@ def _no_control_characters(value: str) -> str:
 class Settings(BaseSettings):
     """Every knob of idemsweep, read from ``IDEM_*`` environment variables.
 
-    Every field has a description and an example (``examples[0]``, quoted by the
-    one-line error for a bad value).
+    Every field is a :func:`knob`: a description and an example (``examples[0]``, quoted
+    by the one-line error for a bad value).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    data_dir: Path = Field(
-        default=Path("./.idem"),
-        description="Directory for the default SQLite database and other local state.",
-        examples=["/var/lib/idem"],
+    data_dir: Path = knob(
+        Path("./.idem"),
+        "Directory for the default SQLite database and other local state.",
+        "/var/lib/idem",
     )
-    database_url: str | None = Field(
-        default=None,
-        description=(
-            "SQLAlchemy URL of the store, e.g. postgresql+psycopg://user@host/db; "
-            "unset means a SQLite file idem.db under data_dir."
-        ),
-        examples=["postgresql+psycopg://idem@db:5432/idem"],
+    database_url: str | None = knob(
+        None,
+        "SQLAlchemy URL of the store, e.g. postgresql+psycopg://user@host/db; "
+        "unset means a SQLite file idem.db under data_dir.",
+        "postgresql+psycopg://idem@db:5432/idem",
     )
-    lease_timeout_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="A running sweep whose heartbeat is older than this goes back to queued.",
-        examples=[60],
+    lease_timeout_s: PositiveFloat = knob(
+        60.0, "A running sweep whose heartbeat is older than this goes back to queued.", 60
     )
-    heartbeat_interval_s: float = Field(
-        default=5.0,
-        gt=0,
-        description="How often a worker refreshes its sweep's heartbeat.",
-        examples=[5],
+    heartbeat_interval_s: PositiveFloat = knob(
+        5.0, "How often a worker refreshes its sweep's heartbeat.", 5
     )
-    host: str = Field(
-        default="127.0.0.1",
-        min_length=1,
-        description="Address the API listens on.",
-        examples=["0.0.0.0"],
+    host: str = knob("127.0.0.1", "Address the API listens on.", "0.0.0.0", min_length=1)
+    port: int = knob(8000, "Port the API listens on.", 8000, ge=0, le=65535)
+    api_tokens: Annotated[list[SecretStr], NoDecode] = knob(
+        [],
+        "Bearer tokens accepted by the API (one token, a comma-separated list or a "
+        "JSON list); empty means no authentication.",
+        "token-one,token-two",
     )
-    port: int = Field(
-        default=8000, ge=0, le=65535, description="Port the API listens on.", examples=[8000]
+    cors_origins: Annotated[list[str], NoDecode] = knob(
+        [],
+        "Origins allowed by CORS (comma-separated or a JSON list); empty: no CORS.",
+        "https://lab.example.org,http://localhost:3000",
     )
-    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list,
-        description=(
-            "Bearer tokens accepted by the API (one token, a comma-separated list or a "
-            "JSON list); empty means no authentication."
-        ),
-        examples=["token-one,token-two"],
+    max_trials_per_sweep: PositiveInt = knob(
+        100_000,
+        "Largest grid a submitted spec may expand to (bench/scale.py runs 100,000).",
+        100_000,
     )
-    cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Origins allowed by CORS (comma-separated or a JSON list); empty: no CORS.",
-        examples=["https://lab.example.org,http://localhost:3000"],
+    max_epochs: PositiveInt = knob(100000, "Largest epochs per trial.", 100000)
+    max_samples_x_dim: PositiveInt = knob(
+        100_000_000, "Largest samples × input dimension of one trial (memory guard).", 100_000_000
     )
-    max_trials_per_sweep: int = Field(
-        default=100_000,
-        ge=1,
-        description="Largest grid a submitted spec may expand to (bench/scale.py runs 100,000).",
-        examples=[100_000],
+    max_body_bytes: PositiveInt = knob(
+        1_048_576, "Largest request body the API accepts.", 1_048_576
     )
-    max_epochs: int = Field(
-        default=100000, ge=1, description="Largest epochs per trial.", examples=[100000]
+    ray_address: str | None = knob(
+        None, "Ray cluster address for workers; unset starts a local Ray.", "10.0.0.5:6379"
     )
-    max_samples_x_dim: int = Field(
-        default=100_000_000,
-        ge=1,
-        description="Largest samples × input dimension of one trial (memory guard).",
-        examples=[100_000_000],
-    )
-    max_body_bytes: int = Field(
-        default=1_048_576,
-        ge=1,
-        description="Largest request body the API accepts.",
-        examples=[1_048_576],
-    )
-    ray_address: str | None = Field(
-        default=None,
-        description="Ray cluster address for workers; unset starts a local Ray.",
-        examples=["10.0.0.5:6379"],
-    )
-    report_every: int = Field(
-        default=10,
-        ge=1,
-        description="Epochs per Ray Tune report (one store batch each).",
-        examples=[10],
-    )
+    report_every: PositiveInt = knob(10, "Epochs per Ray Tune report (one store batch each).", 10)
 
     @field_validator("api_tokens", "cors_origins", mode="before")
     @classmethod
