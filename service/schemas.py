@@ -76,24 +76,10 @@ class SweepPublic(BaseModel):
 
     @classmethod
     def from_record(cls, r: SweepRecord) -> SweepPublic:
-        """Convert the store's frozen record."""
-        return cls(
-            id=r.id,
-            name=r.name,
-            status=str(r.status),
-            priority=r.priority,
-            trial_count=r.trial_count,
-            trials_by_status={str(k): int(v) for k, v in r.trials_by_status.items()},
-            progress=float(r.progress),
-            created_at=r.created_at,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-            cancel_requested=bool(r.cancel_requested),
-            error=r.error,
-            ray_experiment=r.ray_experiment,
-            ray_dashboard_url=r.ray_dashboard_url,
-            spec=dict(r.spec),
-        )
+        """Convert the store's frozen record: each field is the record's attribute of the
+        same name (the status as text)."""
+        values = {name: getattr(r, name) for name in cls.model_fields}
+        return cls(**{**values, "status": str(r.status)})
 
 
 class SweepsPublic(BaseModel):

@@ -50,37 +50,31 @@ def trial_row(sweep_id: int, config: TrialConfig) -> dict[str, Any]:
 
 
 def sweep_record(sweep: Sweep, counts: Mapping[str, int]) -> SweepRecord:
-    """A SweepRecord from a row and its trial counts per status."""
+    """A SweepRecord from a row and its trial counts per status: every other field is the
+    column of the same name (the status as its enum)."""
     total = sum(counts.values())
     finished = sum(n for status, n in counts.items() if TrialStatus(status) in TRIAL_FINAL)
-    return SweepRecord(
-        id=sweep.id,
-        name=sweep.name,
-        status=SweepStatus(sweep.status),
-        priority=sweep.priority,
-        spec=sweep.spec,
-        spec_hash=sweep.spec_hash,
-        trial_count=total,
-        trials_by_status={s.value: int(counts.get(s.value, 0)) for s in TrialStatus},
-        progress=(finished / total) if total else 1.0,
-        created_at=sweep.created_at,
-        started_at=sweep.started_at,
-        finished_at=sweep.finished_at,
-        claimed_by=sweep.claimed_by,
-        heartbeat_at=sweep.heartbeat_at,
-        cancel_requested=bool(sweep.cancel_requested),
-        error=sweep.error,
-        ray_experiment=sweep.ray_experiment,
-        ray_dashboard_url=sweep.ray_dashboard_url,
-    )
+    derived: dict[str, Any] = {
+        "status": SweepStatus(sweep.status),
+        "cancel_requested": bool(sweep.cancel_requested),
+        "trial_count": total,
+        "trials_by_status": {s.value: int(counts.get(s.value, 0)) for s in TrialStatus},
+        "progress": (finished / total) if total else 1.0,
+    }
+    return SweepRecord(**_columns(sweep, SweepRecord, derived), **derived)
 
 
 def trial_record(t: Trial) -> TrialRecord:
     """A TrialRecord from a row: every field is the column of the same name, except the
     status (as its enum) and the provenance (gathered from its columns)."""
     derived: dict[str, Any] = {"status": TrialStatus(t.status), "provenance": provenance_of(t)}
-    columns = {f.name: getattr(t, f.name) for f in fields(TrialRecord) if f.name not in derived}
-    return TrialRecord(**columns, **derived)
+    return TrialRecord(**_columns(t, TrialRecord, derived), **derived)
+
+
+def _columns(row: Any, record: type, derived: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``record`` dataclass's fields not in ``derived``, read from the row's columns
+    of the same names (a renamed column fails loudly here)."""
+    return {f.name: getattr(row, f.name) for f in fields(record) if f.name not in derived}
 
 
 def provenance_of(t: Trial) -> Provenance | None:
