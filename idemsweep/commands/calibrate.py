@@ -23,11 +23,14 @@ def register(sub: Any) -> None:
         "calibrate",
         help="measure each algorithm's first step per learning rate; suggest matched rates",
     )
-    p.add_argument("--arch", required=True, help="N1..N4, B1..B4")
+    # Every option's dest is the CalibrateRequest field it sets (run() passes them through).
+    p.add_argument("--arch", dest="architecture", required=True, help="N1..N4, B1..B4")
     p.add_argument(
         "--algorithms", nargs="+", default=["modified", "ordinary"], choices=ALGORITHM_NAMES
     )
-    p.add_argument("--lr", nargs="+", type=float, required=True, help="learning rates")
+    p.add_argument(
+        "--lr", dest="learning_rates", nargs="+", type=float, required=True, help="learning rates"
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -52,15 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from service.calibration import CalibrateRequest, render_text, run_calibration
     from service.exceptions import FieldInvalid
 
-    body = {
-        "architecture": args.arch,
-        "algorithms": args.algorithms,
-        "learning_rates": args.lr,
-        "batch_size": args.batch_size,
-        "optimizer": args.optimizer,
-        "seeds": args.seeds,
-        "suggest": args.suggest,
-    }
+    body = {name: getattr(args, name) for name in CalibrateRequest.model_fields}
     try:
         request = CalibrateRequest.model_validate(body)
         result = run_calibration(request)

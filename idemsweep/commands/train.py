@@ -5,40 +5,45 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from typing import Any
 
-from idemcore.config import ALGORITHMS, DATA_SOURCES, DTYPES, INITS, OPTIMIZERS
+from idemcore.config import ALGORITHMS, DATA_SOURCES, DTYPES, INITS, OPTIMIZERS, TrialConfig
 from idemsweep.errors import CliError
+
+
+def _default(name: str) -> Any:
+    """TrialConfig's default for a field, so the CLI never spells one of its own."""
+    return TrialConfig.__dataclass_fields__[name].default
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("train", help="train one network and print its metrics")
-    p.add_argument("--arch", required=True, help="N1..N4, B1..B4")
+    # Every option's dest is the TrialConfig field it sets (run() passes them through).
+    p.add_argument("--arch", dest="architecture", required=True, help="N1..N4, B1..B4")
     p.add_argument("--algorithm", required=True, choices=ALGORITHMS)
-    p.add_argument("--lr", type=float, required=True, help="learning rate")
+    p.add_argument("--lr", dest="learning_rate", type=float, required=True, help="learning rate")
     p.add_argument("--samples", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=_default("data"), choices=DATA_SOURCES)
+    p.add_argument("--data-path", help="the .npz/.npy/IDX file for --data file")
+    p.add_argument("--threshold", type=float, default=_default("threshold"))
+    p.add_argument("--init", default=_default("init"), choices=INITS)
     p.add_argument(
-        "--data",
-        default="gaussian-fresh",
-        choices=DATA_SOURCES,
+        "--init-std", type=float, default=_default("init_std"), help="std for --init normal"
     )
-    p.add_argument("--data-path", default=None, help="the .npz/.npy/IDX file for --data file")
-    p.add_argument("--threshold", type=float, default=1e-3)
-    p.add_argument("--init", default="default", choices=INITS)
-    p.add_argument("--init-std", type=float, default=0.1, help="std for --init normal")
-    p.add_argument("--gain", type=float, default=1.0)
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--gain", type=float, default=_default("gain"))
+    p.add_argument("--dtype", default=_default("dtype"), choices=DTYPES)
     p.add_argument(
         "--optimizer",
-        default="sgd",
+        default=_default("optimizer"),
         choices=OPTIMIZERS,
         help="sgd (the note's), momentum (SGD, 0.9) or adam (PyTorch defaults but lr)",
     )
-    p.add_argument("--eval-samples", type=int, default=1000)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, ...")
+    p.add_argument("--eval-samples", type=int, default=_default("eval_samples"))
+    p.add_argument("--device", default=_default("device"), help="cpu, cuda, cuda:0, ...")
     p.add_argument(
         "--tf32",
         action="store_true",
@@ -51,7 +56,6 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from idemcore.config import TrialConfig
     from idemcore.errors import ConfigError
     from idemcore.provenance import apply_numerics
     from idemcore.train import Training
@@ -61,26 +65,8 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         raise CliError(f"--device: {exc}") from None
     try:
-        config = TrialConfig(
-            architecture=args.arch,
-            algorithm=args.algorithm,
-            learning_rate=args.lr,
-            samples=args.samples,
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            seed=args.seed,
-            data=args.data,
-            data_path=args.data_path,
-            init=args.init,
-            init_std=args.init_std,
-            gain=args.gain,
-            dtype=args.dtype,
-            threshold=args.threshold,
-            eval_samples=args.eval_samples,
-            optimizer=args.optimizer,
-            device=device_class,
-            tf32=args.tf32,
-        )
+        values = {f.name: getattr(args, f.name) for f in fields(TrialConfig)}
+        config = TrialConfig(**{**values, "device": device_class})
         apply_numerics(config.tf32)
         run_ = Training(config, device=args.device)
     except ConfigError as exc:
