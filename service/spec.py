@@ -75,6 +75,8 @@ ArchitectureName = Annotated[
         description="a named network: " + ", ".join(ARCHITECTURES),
     ),
 ]
+# Spec fields that are TrialConfig fields of the same name, shared by every trial.
+SHARED_FIELDS = ("epochs", "dtype", "threshold", "eval_samples", "tf32")
 # The API refuses a list with a repeated entry; the schema says so (JSON Schema's
 # uniqueItems), so generated clients do not send one.
 UNIQUE: dict[str, Any] = {"uniqueItems": True}
@@ -592,39 +594,33 @@ def expand_grid(
                 pairs=[{"architecture": s["architecture"], "algorithm": "m1"} for s in skipped],
             )
 
-    inits = spec.init_list()
-    seeds = spec.seed_list()
-    device = "cuda" if spec.resources.gpu > 0 else "cpu"
+    # Each axis value as the TrialConfig fields it sets; what every trial shares.
+    batches = [batch.model_dump() for batch in spec.batches]
+    datas = [{"data": name, "data_path": path} for name, path in sources]
+    inits = [{"init": i.scheme, "init_std": i.std, "gain": i.gain} for i in spec.init_list()]
+    shared = {name: getattr(spec, name) for name in SHARED_FIELDS}
+    shared["device"] = "cuda" if spec.resources.gpu > 0 else "cpu"
     configs: list[TrialConfig] = []
     for i, arch in enumerate(archs):
         for algorithm in spec.algorithms:
             if (i, algorithm) in bad_pairs:
                 continue
             combos = itertools.product(
-                spec.lrs_for(algorithm), spec.batches, sources, spec.optimizers, inits, seeds
+                spec.lrs_for(algorithm), batches, datas, spec.optimizers, inits, spec.seed_list()
             )
-            for lr, batch, (data_name, data_path), optimizer, init, seed in combos:
+            for lr, batch, data, optimizer, init, seed in combos:
                 try:
                     configs.append(
                         TrialConfig(
                             architecture=arch,
                             algorithm=algorithm,
                             learning_rate=lr,
-                            samples=batch.samples,
-                            batch_size=batch.batch_size,
-                            epochs=spec.epochs,
-                            seed=seed,
-                            data=data_name,
-                            data_path=data_path,
-                            init=init.scheme,
-                            init_std=init.std,
-                            gain=init.gain,
-                            dtype=spec.dtype,
-                            threshold=spec.threshold,
-                            eval_samples=spec.eval_samples,
                             optimizer=optimizer,
-                            device=device,
-                            tf32=spec.tf32,
+                            seed=seed,
+                            **batch,
+                            **data,
+                            **init,
+                            **shared,
                         )
                     )
                 except ConfigError as exc:  # a rule idemcore has and we lack
