@@ -8,13 +8,7 @@ from pathlib import Path
 
 from service.report.analysis import SettingAnalysis, analyse
 from service.report.claims import claim_rows
-from service.report.figures import (
-    curves_figure,
-    epochs_strip,
-    error_strip,
-    image_dim_strip,
-    kinds_figure,
-)
+from service.report.figures import STRIPS, curves_figure, kinds_figure, strip_figure
 from service.report.model import ReportData
 from service.report.page import render_page
 from service.schemas import ClaimRowPublic
@@ -39,9 +33,8 @@ def build_report(data: ReportData) -> Report:
     images: dict[str, bytes] = {}
     if settings:
         images["kinds.png"] = kinds_figure(settings)
-        images["image_dim.png"] = image_dim_strip(settings, data.threshold)
-        images["error_strip.png"] = error_strip(settings, data.threshold)
-        images["epochs_strip.png"] = epochs_strip(settings, data.threshold)
+        for name, strip in STRIPS.items():
+            images[name] = strip_figure(settings, strip, data.threshold)
         for sa in settings:
             images[f"curves-{sa.setting.slug}.png"] = curves_figure(data, sa)
     html = render_page(data, settings, images, public)

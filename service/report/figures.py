@@ -14,6 +14,7 @@ import io
 import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from service.report.analysis import SettingAnalysis
@@ -120,20 +121,12 @@ def _short_title(sa: SettingAnalysis) -> str:
     return f"{s.architecture} · {batch}{data}{extra}"
 
 
-def strip_figure(
-    settings: Sequence[SettingAnalysis],
-    value: Callable[[TrialRecord], float | None],
-    *,
-    threshold: float,
-    title: str,
-    ylabel: str,
-    log: bool,
-    ceiling_label: str,
-    hlines: Callable[[SettingAnalysis], Sequence[float]] = lambda sa: (),
-) -> bytes:
+def strip_figure(settings: Sequence[SettingAnalysis], strip: Strip, threshold: float) -> bytes:
     """One point per run: x = learning rate (algorithms side by side), y = its value,
     marker = its kind of solution; runs without a value are drawn at a labelled ceiling."""
     fig, axes = _grid(len(settings))
+    value, log = strip.value, strip.log
+    ceiling_label = "diverged" if strip.succeeded_only else "never"
     for ax, sa in zip(axes, settings, strict=True):
         finite = [v for t in sa.trials if (v := value(t)) is not None and math.isfinite(v)]
         positive = [v for v in finite if v > 0]
@@ -164,7 +157,7 @@ def strip_figure(
                     ys.append(y)
         for (alg, kind), (xs, ys) in points.items():  # one scatter call per marker style
             ax.scatter(xs, ys, marker=MARKERS[kind], color=color(alg), s=22, alpha=0.85)
-        for y in hlines(sa):
+        for y in strip.hlines(sa, threshold):
             ax.axhline(y, color="black", linewidth=0.6, linestyle=":")
         ax.axhline(top, color="#bbbbbb", linewidth=0.5)
         ax.text(-0.45, top, ceiling_label, fontsize=6, va="bottom", color="#666666")
@@ -172,11 +165,11 @@ def strip_figure(
             log_y(ax)
         ax.set_xticks(range(len(sa.learning_rates)), [f"{lr:g}" for lr in sa.learning_rates])
         ax.set_xlabel("learning rate")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(strip.metric.replace("_", " "))
         shown = "" if drawn == total else f"\n{drawn:,} of {total:,} runs drawn; boxes: all"
         ax.set_title(_short_title(sa) + shown, fontsize=9)
     _legend(fig, settings)
-    fig.suptitle(title)
+    fig.suptitle(strip.title)
     return png(fig)
 
 
@@ -216,42 +209,44 @@ def _legend(fig: Any, settings: Sequence[SettingAnalysis]) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
 
 
-def error_strip(settings: Sequence[SettingAnalysis], threshold: float) -> bytes:
-    return strip_figure(
-        settings,
-        lambda t: t.idempotent_error if t.status == "succeeded" else None,
-        threshold=threshold,
-        title="Final idempotent error of every run (dotted: the threshold)",
-        ylabel="idempotent error",
+@dataclass(frozen=True)
+class Strip:
+    """One strip figure: each run's final ``metric`` as a point (the axis label is the
+    metric's name). With ``succeeded_only`` a run that did not succeed is drawn at the
+    ceiling labelled "diverged"; otherwise a run without a value is, labelled "never"."""
+
+    metric: str
+    title: str
+    log: bool = False
+    succeeded_only: bool = True
+    hlines: Callable[[SettingAnalysis, float], Sequence[float]] = lambda sa, threshold: ()
+
+    def value(self, t: TrialRecord) -> float | None:
+        value = getattr(t, self.metric)
+        if value is None or (self.succeeded_only and t.status != "succeeded"):
+            return None
+        return float(value)
+
+
+# The report's strip figures by file name, in the page's order.
+STRIPS = {
+    "image_dim.png": Strip(
+        "image_dim",
+        "Image dimension of every run's final map (dotted: 0 = null map, d = identity)",
+        hlines=lambda sa, threshold: (0.0, float(input_dim(sa.trials[0].config))),
+    ),
+    "error_strip.png": Strip(
+        "idempotent_error",
+        "Final idempotent error of every run (dotted: the threshold)",
         log=True,
-        ceiling_label="diverged",
-        hlines=lambda sa: (threshold,),
-    )
-
-
-def epochs_strip(settings: Sequence[SettingAnalysis], threshold: float) -> bytes:
-    return strip_figure(
-        settings,
-        lambda t: None if t.epochs_to_threshold is None else float(t.epochs_to_threshold),
-        threshold=threshold,
-        title="Epochs to reach the threshold, every run (top line: never reached)",
-        ylabel="epochs to threshold",
-        log=False,
-        ceiling_label="never",
-    )
-
-
-def image_dim_strip(settings: Sequence[SettingAnalysis], threshold: float) -> bytes:
-    return strip_figure(
-        settings,
-        lambda t: t.image_dim if t.status == "succeeded" else None,
-        threshold=threshold,
-        title="Image dimension of every run's final map (dotted: 0 = null map, d = identity)",
-        ylabel="image_dim",
-        log=False,
-        ceiling_label="diverged",
-        hlines=lambda sa: (0.0, float(input_dim(sa.trials[0].config))),
-    )
+        hlines=lambda sa, threshold: (threshold,),
+    ),
+    "epochs_strip.png": Strip(
+        "epochs_to_threshold",
+        "Epochs to reach the threshold, every run (top line: never reached)",
+        succeeded_only=False,
+    ),
+}
 
 
 def log_band(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from idemcore.provenance import PROVENANCE_FIELDS
 from service.store.records import TrialRecord
 
 SHOWN_SOURCES = 5  # reused-from trial ids listed per row (then "… N more")
@@ -36,13 +37,8 @@ class ProvenanceRow:
 
 
 # What makes two runs' provenance the same (host, node and pack may differ within a row).
-GROUP_FIELDS = (
-    "code_fingerprint",
-    "idemsweep_version",
-    "torch_version",
-    "python_version",
-    "device",
-    "tf32",
+GROUP_FIELDS = tuple(
+    f for f in PROVENANCE_FIELDS if f not in ("host", "ray_node_id", "packed", "pack_id")
 )
 
 
