@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 
 from service.comparison import holm
 from tests.service.test_api_results import seed_sweep
+from tests.utils.claims import check_claims_against_compare
 
 
 def test_claims_agree_with_compare_for_the_same_cell(client: TestClient, engine: Engine) -> None:
@@ -23,22 +24,8 @@ def test_claims_agree_with_compare_for_the_same_cell(client: TestClient, engine:
     for row in rows:
         if row["way"] == "best_lr":  # 6 seeds: chosen on 0-2, compared on 3-5
             assert row["selection_seeds"] == [0, 1, 2] and row["evaluation_seeds"] == [3, 4, 5]
-    checked = 0
-    for claim, metric in (("a", "idempotent_error"), ("b", "epochs_to_threshold")):
-        compare = client.get(
-            f"/sweeps/{sweep_id}/compare",
-            params={"a": "modified", "b": "ordinary", "metric": metric},
-        ).json()
-        cells = {
-            (c["architecture"], c["learning_rate"], c["batch_size"]): c for c in compare["data"]
-        }
-        for row in rows:
-            if row["claim"] != claim or row["way"] != "equal_lr":
-                continue
-            cell = cells[(row["architecture"], row["lr_a"], row["batch_size"])]
-            for field in ("pairs", "a_wins", "b_wins", "ties", "effect", "ci_low", "ci_high", "p"):
-                assert cell[field] == row[field], (metric, field, row)
-            checked += 1
+    key = ("architecture", "learning_rate", "batch_size")
+    checked = check_claims_against_compare(client, sweep_id, rows, key)
     assert checked == 2 * 2 * 2  # claims x architectures x learning rates
 
 
