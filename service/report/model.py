@@ -53,7 +53,7 @@ def load_report_data(session: Session, sweep_id: int) -> ReportData:
     for an unknown sweep.
     """
     sweep = queries.get_sweep(session, sweep_id)
-    trials = queries.sweep_trials(session, sweep_id)
+    trials = queries.sweep_trials(session, sweep_id, with_result=False)  # not shown
     stride = curve_stride(int(sweep.spec.get("epochs", 1)), curve_points(len(trials)))
     rows = queries.sweep_epochs(session, sweep_id, stride=stride)
     epochs = {tid: tuple(r) for tid, r in rows.items()}

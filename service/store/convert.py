@@ -64,11 +64,20 @@ def sweep_record(sweep: Sweep, counts: Mapping[str, int]) -> SweepRecord:
     return SweepRecord(**_columns(sweep, SweepRecord, derived), **derived)
 
 
-def trial_record(t: Trial) -> TrialRecord:
-    """A TrialRecord from a row: every field is the column of the same name, except the
-    status (as its enum) and the provenance (gathered from its columns)."""
-    derived: dict[str, Any] = {"status": TrialStatus(t.status), "provenance": provenance_of(t)}
-    return TrialRecord(**_columns(t, TrialRecord, derived), **derived)
+def trial_record(t: Trial | Mapping[str, Any]) -> TrialRecord:
+    """A TrialRecord from a row (an ORM object, or a plain row of the trial table's
+    columns as a name -> value mapping): every field is the column of the same name,
+    except the status (as its enum), the provenance (gathered from its columns) and the
+    ``result``, None when the row was read without it (queries.sweep_trials)."""
+    values: Mapping[str, Any] = (
+        t if isinstance(t, Mapping) else {name: getattr(t, name) for name in _RECORD_COLUMNS}
+    )
+    derived: dict[str, Any] = {
+        "status": TrialStatus(values["status"]),
+        "provenance": provenance_of(values),
+        "result": values.get("result"),
+    }
+    return TrialRecord(**{n: values[n] for n in _PLAIN_FIELDS}, **derived)
 
 
 def _columns(row: Any, record: type, derived: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,12 +86,19 @@ def _columns(row: Any, record: type, derived: Mapping[str, Any]) -> dict[str, An
     return {f.name: getattr(row, f.name) for f in fields(record) if f.name not in derived}
 
 
-def provenance_of(t: Trial) -> Provenance | None:
-    """The trial's Provenance from its columns; None before a worker recorded one."""
-    if t.code_fingerprint is None:
+def provenance_of(values: Mapping[str, Any]) -> Provenance | None:
+    """The trial's Provenance from its columns' values; None before a worker recorded one."""
+    if values["code_fingerprint"] is None:
         return None
-    return Provenance(**{name: getattr(t, name) for name in PROVENANCE_FIELDS})
+    return Provenance(**{name: values[name] for name in PROVENANCE_FIELDS})
 
+
+# TrialRecord's fields read straight from the column of the same name, and every column
+# a TrialRecord is built from.
+_PLAIN_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(TrialRecord) if f.name not in ("status", "provenance", "result")
+)
+_RECORD_COLUMNS: tuple[str, ...] = (*_PLAIN_FIELDS, "status", *PROVENANCE_FIELDS, "result")
 
 # What a reused trial takes over from the trial it reuses: the final metrics and the
 # provenance of the computation that produced them.
