@@ -21,8 +21,10 @@ Also checks that no p-value in compare/claims is NaN or infinite.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -113,12 +115,21 @@ def timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def run_size(trials: int, epochs: int, timeout_s: float, synthetic: bool = False) -> dict[str, Any]:
+def run_size(
+    trials: int, epochs: int, timeout_s: float, synthetic: bool = False, keep: Path | None = None
+) -> dict[str, Any]:
     """One fresh service, one sweep of ``trials``: every stage's seconds and the peaks.
     ``synthetic``: no worker; :func:`fill_results` stores the results instead (the
-    read stages measured on a sweep too large to train on this machine in time)."""
-    out: dict[str, Any] = {"trials": trials, "synthetic": synthetic}
-    with tempfile.TemporaryDirectory(prefix="idem-scale-") as tmp:
+    read stages measured on a sweep too large to train on this machine in time).
+    ``keep``: the store and the logs go to ``keep/<trials>`` and stay there."""
+    out: dict[str, Any] = {"trials": trials, "synthetic": synthetic, "load": os.getloadavg()[0]}
+    if keep is not None:
+        (keep / str(trials)).mkdir(parents=True, exist_ok=False)
+    with (
+        contextlib.nullcontext(str(keep / str(trials)))
+        if keep is not None
+        else tempfile.TemporaryDirectory(prefix="idem-scale-")
+    ) as tmp:
         data_dir = Path(tmp)
         port, env, api, api_log = start_api(data_dir)
         worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115 (closed below)
@@ -188,6 +199,7 @@ def run_size(trials: int, epochs: int, timeout_s: float, synthetic: bool = False
                 out["api_mb"] = peak_rss_mb(api.pid)
                 if not synthetic:
                     out["worker_mb"] = peak_rss_mb(worker.pid) or out["worker_mb"]
+                out["load_end"] = os.getloadavg()[0]
         finally:
             print("   stages so far: " + json.dumps(out), flush=True)
             if api.poll() is not None:  # the API died: show why
@@ -329,11 +341,14 @@ def main() -> None:
         default=[],
         help="sizes whose results are stored by fill_results instead of trained",
     )
+    parser.add_argument("--keep", type=Path, help="keep each size's store and logs under KEEP/N")
     args = parser.parse_args()
     results = []
     for n in args.sizes:
         print(f"== {n:,} trials, {args.epochs} epoch(s)", flush=True)
-        result = run_size(n, args.epochs, args.timeout, synthetic=n in args.synthetic)
+        result = run_size(
+            n, args.epochs, args.timeout, synthetic=n in args.synthetic, keep=args.keep
+        )
         print("   " + json.dumps(result), flush=True)
         results.append(result)
         if args.json:
