@@ -28,9 +28,9 @@ import httpx
 from sqlalchemy import create_engine, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+from store import curve  # bench/store.py (bench/ is on sys.path)
 
 from idemcore.config import TrialConfig
-from idemcore.train import EpochRecord
 from service.store.engine import make_engine, session_scope, upgrade_database
 from service.store.epochs import append_epochs
 from service.store.models import Trial
@@ -52,14 +52,7 @@ def fill(url: str, name: str, trials: int, epochs: int) -> int:
         for i in range(0, len(ids), 20):
             with session_scope(engine) as s:
                 for trial_id in ids[i : i + 20]:
-                    scale = 1.0 + trial_id % 13 / 13
-                    rows = [
-                        EpochRecord(
-                            e, scale / e, 2 * scale / e, 1.0, 2.0, 0.1 / e, 2.0, scale, 0.001
-                        )
-                        for e in range(1, epochs + 1)
-                    ]
-                    append_epochs(s, trial_id, rows)
+                    append_epochs(s, trial_id, curve(epochs, 1.0 + trial_id % 13 / 13))
         with session_scope(engine) as s:
             s.execute(
                 update(Trial).where(Trial.sweep_id == sweep_id).values(status=TrialStatus.succeeded)

@@ -66,7 +66,17 @@ def grid(n_trials: int) -> list[TrialConfig]:
 def curve(epochs: int, scale: float) -> list[EpochRecord]:
     """One trial's epoch records; ``scale`` varies between trials so groups have spread."""
     return [
-        EpochRecord(e, scale / e, 2.0 * scale / e, 1.0, 2.0, 0.1 / e, 2.0, scale / (e + 1), 0.001)
+        EpochRecord(
+            epoch=e,
+            idempotent_error=scale / e,
+            loss=2.0 * scale / e,
+            norm=1.0,
+            trace=2.0,
+            update_norm=0.1 / e,
+            image_dim=2.0,
+            train_idempotent_error=scale / (e + 1),
+            seconds=0.001,
+        )
         for e in range(1, epochs + 1)
     ]
 

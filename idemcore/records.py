@@ -1,8 +1,8 @@
 """What a run reports: one EpochRecord per epoch and a TrialResult at the end.
 
-Torch-free plain data. These dataclasses are the one declaration of the metric names:
-the store's columns, the API's schemas and the report read them from here
-(:data:`EPOCH_METRICS`, :data:`FINAL_METRICS`) instead of spelling them again.
+Torch-free plain data. :class:`Metrics` is the one declaration of the metric names: the
+store's columns and records, the API's schemas and the report read them from here
+(:data:`EPOCH_METRICS`, :data:`FINAL_ONLY_FIELDS`) instead of spelling them again.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ def finite_or_none(value: float | None) -> float | None:
     return value
 
 
-@dataclass(frozen=True)
-class EpochRecord:
-    """Metrics after one epoch (1-based). Non-finite values are None."""
+@dataclass(frozen=True, kw_only=True)
+class Metrics:
+    """The metrics measured after every epoch (a run's final values are its last epoch's):
+    the one declaration of their names, types and order. Non-finite values are None."""
 
-    epoch: int
     idempotent_error: float | None
     loss: float | None
     norm: float | None
@@ -34,23 +34,30 @@ class EpochRecord:
     update_norm: float | None
     image_dim: float | None
     train_idempotent_error: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochNumber:
+    """Which epoch a record is (1-based); a base of its own so that it comes first."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochRecord(Metrics, EpochNumber):
+    """Metrics after one epoch: the epoch, the metrics, the seconds it took (fields in
+    that order: dataclass fields follow the reversed MRO)."""
+
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class TrialResult:
-    """The final state of a run."""
+@dataclass(frozen=True, kw_only=True)
+class TrialResult(Metrics):
+    """The final state of a run: the last epoch's metrics and the run's own numbers."""
 
-    idempotent_error: float | None
-    train_idempotent_error: float | None
-    loss: float | None
-    norm: float | None
-    trace: float | None
-    update_norm: float | None
-    image_dim: float | None
     epochs_to_threshold: int | None
     epochs_run: int
     diverged: bool
@@ -74,13 +81,7 @@ class TrialResult:
         """The final result of a run from its last epoch record and eigen-analysis
         (shared by ``Training`` and ``PackedTraining``, so both report alike)."""
         return cls(
-            idempotent_error=last.idempotent_error if last else None,
-            train_idempotent_error=last.train_idempotent_error if last else None,
-            loss=last.loss if last else None,
-            norm=last.norm if last else None,
-            trace=last.trace if last else None,
-            update_norm=last.update_norm if last else None,
-            image_dim=last.image_dim if last else None,
+            **{name: getattr(last, name) if last else None for name in EPOCH_METRICS},
             epochs_to_threshold=epochs_to_threshold,
             epochs_run=epochs_run,
             diverged=diverged,
@@ -98,11 +99,8 @@ class TrialResult:
         return out
 
 
-# The per-epoch metrics (every EpochRecord field but its epoch number and timing), in
-# declaration order; and the final result's fields beyond them.
-EPOCH_METRICS: tuple[str, ...] = tuple(
-    f.name for f in fields(EpochRecord) if f.name not in ("epoch", "seconds")
-)
+# The per-epoch metrics in declaration order; and the final result's fields beyond them.
+EPOCH_METRICS: tuple[str, ...] = tuple(f.name for f in fields(Metrics))
 FINAL_ONLY_FIELDS: tuple[str, ...] = tuple(
     f.name for f in fields(TrialResult) if f.name not in EPOCH_METRICS
 )

@@ -7,11 +7,14 @@ the API by accident and a renamed column fails loudly here.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from idemcore.records import Metrics
+from service.store.records import ConfigColumns
 
 if TYPE_CHECKING:
     from service.comparison import Paired
@@ -131,39 +134,36 @@ class ProvenancePublic(BaseModel):
         }
 
 
-class MetricsPublic(BaseModel):
-    """The metrics measured every epoch (their final values on a trial). The names and
-    their order are idemcore's (``idemcore.records.EPOCH_METRICS``);
-    tests/service/test_metric_names.py holds these typed fields equal to them.
-
-    A model that lists this base first and another one after it (``class
-    EpochPublic(MetricsPublic, EpochKey)``) gets the other base's fields first: pydantic
-    orders fields by the reversed MRO."""
-
-    idempotent_error: float | None
-    loss: float | None
-    norm: float | None
-    trace: float | None
-    update_norm: float | None
-    image_dim: float | None
-    train_idempotent_error: float | None
+def _fields_of(record: type) -> dict[str, Any]:
+    """A dataclass's fields as required pydantic fields of the same names and types."""
+    hints = get_type_hints(record)
+    return {f.name: (hints[f.name], ...) for f in fields(record)}
 
 
-class TrialPublic(ProvenancePublic, MetricsPublic):
+# Models whose fields are another declaration's, made at run time: the metrics measured
+# every epoch (their final values on a trial), idemcore's ``Metrics``, and a trial's
+# config columns, the store's ``ConfigColumns``. A model that lists such a base first and
+# another one after it (``class EpochPublic(MetricsPublic, EpochKey)``) gets the other
+# base's fields first: pydantic orders fields by the reversed MRO.
+if TYPE_CHECKING:  # fields made at run time are beyond static checkers
+
+    class MetricsPublic(BaseModel):
+        """The metrics (idemcore.records.Metrics)."""
+
+    class ConfigColumnsPublic(BaseModel):
+        """The config columns (service.store.records.ConfigColumns)."""
+
+else:
+    MetricsPublic = create_model("MetricsPublic", **_fields_of(Metrics))
+    ConfigColumnsPublic = create_model("ConfigColumnsPublic", **_fields_of(ConfigColumns))
+
+
+class TrialPublic(ProvenancePublic, MetricsPublic, ConfigColumnsPublic):
     """One run: its config columns, status, final metrics and provenance."""
 
     id: int
     sweep_id: int
     status: str
-    architecture: str
-    algorithm: str
-    learning_rate: float
-    samples: int
-    batch_size: int
-    seed: int
-    init: str
-    data: str
-    optimizer: str
     config: dict[str, Any] = Field(description="the full resolved TrialConfig")
     attempts: int
     epochs_to_threshold: int | None = Field(description="null when never reached")
@@ -232,20 +232,14 @@ class EpochsPublic(BaseModel):
     count: int
 
 
-class SweepEpochKey(BaseModel):
-    """The trial (with its config columns) and the epoch of a sweep's epoch row."""
+class TrialKey(BaseModel):
+    """Which trial a row belongs to."""
 
     trial_id: int
-    architecture: str
-    algorithm: str
-    learning_rate: float
-    samples: int
-    batch_size: int
-    seed: int
-    data: str
-    init: str
-    optimizer: str
-    epoch: int
+
+
+class SweepEpochKey(EpochKey, ConfigColumnsPublic, TrialKey):
+    """The trial, its config columns and the epoch of a sweep's epoch row (in that order)."""
 
 
 class SweepEpochPublic(MetricsPublic, SweepEpochKey):

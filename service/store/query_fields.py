@@ -7,25 +7,17 @@ Grouping fields and metrics are checked against ``TRIAL_FIELDS``, ``METRICS`` an
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.exceptions import InvalidQuery, NotFound
 from service.store.models import EPOCH_COLUMNS, FINAL_METRIC_COLUMNS, Sweep
+from service.store.records import ConfigColumns
 
 # Config columns of a trial that can group, filter and pair results.
-TRIAL_FIELDS: tuple[str, ...] = (
-    "architecture",
-    "algorithm",
-    "learning_rate",
-    "samples",
-    "batch_size",
-    "seed",
-    "data",
-    "init",
-    "optimizer",
-)
+TRIAL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ConfigColumns))
 # Final metrics stored on the trial row.
 METRICS: tuple[str, ...] = FINAL_METRIC_COLUMNS
 # Per-epoch metrics stored in epoch_metric (usable with ``epoch=`` and in curves).

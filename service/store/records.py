@@ -1,8 +1,7 @@
 """Frozen dataclasses the store returns: never ORM objects (they outlive the session).
 
-A TrialRecord's metric fields are the per-epoch metrics' final values; they are typed
-here for the report's readers and held equal to ``models.METRIC_COLUMNS`` (idemcore's
-declaration) by tests/service/test_metric_names.py.
+A TrialRecord's metric fields are the per-epoch metrics' final values, idemcore's
+declaration (``Metrics``); its config columns are ``ConfigColumns``, declared here once.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from typing import Any
 
 from idemcore.config import TrialConfig
 from idemcore.provenance import Provenance
-from idemcore.records import EpochRecord
+from idemcore.records import EpochRecord, Metrics
 from service.store.status import SweepStatus, TrialStatus
 
 
@@ -60,13 +59,11 @@ class SweepRecord:
     ray_dashboard_url: str | None
 
 
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial: its config columns, status and final metrics."""
+@dataclass(frozen=True, kw_only=True)
+class ConfigColumns:
+    """A trial's config as the columns that group, filter and pair results: the one
+    declaration of their names, types and order (``query_fields.TRIAL_FIELDS``)."""
 
-    id: int
-    sweep_id: int
-    status: TrialStatus
     architecture: str
     algorithm: str
     learning_rate: float
@@ -76,16 +73,19 @@ class TrialRecord:
     data: str
     init: str
     optimizer: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRecord(Metrics, ConfigColumns):
+    """One trial: its config columns, status and final metrics (the per-epoch metrics'
+    last values, idemcore's :class:`~idemcore.records.Metrics`, and the run's own)."""
+
+    id: int
+    sweep_id: int
+    status: TrialStatus
     config: dict[str, Any]
     config_hash: str
     attempts: int
-    idempotent_error: float | None
-    train_idempotent_error: float | None
-    loss: float | None
-    norm: float | None
-    trace: float | None
-    update_norm: float | None
-    image_dim: float | None
     epochs_to_threshold: int | None
     epochs_run: int | None
     wall_seconds: float | None
