@@ -10,14 +10,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from service.exceptions import InvalidQuery
 from service.store.engine import is_sqlite
 from service.store.models import EpochMetric, Trial
-from service.store.query_fields import as_float, check_fields, check_metric, require_sweep
+from service.store.query_fields import (
+    check_fields,
+    check_metric,
+    grouped_records,
+    require_sweep,
+)
 from service.store.records import CurvePoint
 from service.store.status import TrialStatus
+
+Column = InstrumentedAttribute[Any]  # a mapped column of Trial or EpochMetric
 
 
 def epoch_curves(
@@ -45,29 +52,17 @@ def epoch_curves(
         Trial.status.in_([TrialStatus(s) for s in statuses]),
     ]
     epochs = [(EpochMetric.epoch - 1) % stride == 0] if stride > 1 else []
+    groups = [getattr(Trial, f) for f in fields]
+    v = getattr(EpochMetric, metric)
     if is_sqlite(session):
-        rows = _curves_sqlite(session, fields, metric, trials, epochs)
+        rows = _curves_sqlite(session, groups, v, trials, epochs)
     else:
-        rows = _curves_postgresql(session, fields, metric, trials, epochs)
-    k = len(fields)
-    return [
-        CurvePoint(
-            group=dict(zip(fields, r[:k], strict=True)),
-            epoch=int(r[k]),
-            n=int(r[k + 1]),
-            mean=as_float(r[k + 2]),
-            std=as_float(r[k + 3]),
-        )
-        for r in rows
-    ]
+        rows = _curves_postgresql(session, groups, v, [*trials, *epochs])
+    return grouped_records(CurvePoint, fields, rows)
 
 
 def _curves_postgresql(
-    session: Session,
-    fields: list[str],
-    metric: str,
-    trials: list[ColumnElement[bool]],
-    epochs: list[ColumnElement[bool]],
+    session: Session, groups: list[Column], v: Column, where: list[ColumnElement[bool]]
 ) -> list[tuple[Any, ...]]:
     """One grouped aggregate over the sweep's trials joined to their epoch rows.
 
@@ -77,13 +72,11 @@ def _curves_postgresql(
     (just after a sweep ends, before autovacuum analyzes): the planner then sorted the
     1M rows on disk instead of hashing them. This plan held up in both cases.
     """
-    groups = [getattr(Trial, f) for f in fields]
-    v = getattr(EpochMetric, metric)
     stmt = (
         select(*groups, EpochMetric.epoch, func.count(v), func.avg(v), func.stddev_samp(v))
         .select_from(Trial)
         .join(EpochMetric, EpochMetric.trial_id == func.coalesce(Trial.reused_from, Trial.id))
-        .where(*trials, *epochs)
+        .where(*where)
         .group_by(*groups, EpochMetric.epoch)
         .order_by(*groups, EpochMetric.epoch)
     )
@@ -92,8 +85,8 @@ def _curves_postgresql(
 
 def _curves_sqlite(
     session: Session,
-    fields: list[str],
-    metric: str,
+    groups: list[Column],
+    v: Column,
     trials: list[ColumnElement[bool]],
     epochs: list[ColumnElement[bool]],
 ) -> list[tuple[Any, ...]]:
@@ -102,7 +95,7 @@ def _curves_sqlite(
     order) and the epoch rows are grouped by (number, epoch); the labels are joined
     back onto the 20,000-odd result rows. Variance from sums is fine for plotting;
     rounding below zero is clamped."""
-    groups = [getattr(Trial, f) for f in fields]
+    fields = [g.key for g in groups]
     numbered = (
         select(
             Trial.id,
@@ -113,7 +106,6 @@ def _curves_sqlite(
         .where(*trials)
         .cte("numbered")
     )
-    v = getattr(EpochMetric, metric)
     n = func.count(v)
     var = (func.sum(v * v) - func.sum(v) * func.avg(v)) / (n - 1)
     std = case((n > 1, func.sqrt(func.max(var, 0.0))), else_=None)

@@ -6,9 +6,9 @@ Grouping fields and metrics are checked against ``TRIAL_FIELDS``, ``METRICS`` an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import fields
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast, get_type_hints
 
 from sqlalchemy.orm import Session
 
@@ -16,8 +16,10 @@ from service.exceptions import InvalidQuery, NotFound
 from service.store.models import EPOCH_COLUMNS, FINAL_METRIC_COLUMNS, Sweep
 from service.store.records import ConfigColumns
 
+R = TypeVar("R")
+
 # Config columns of a trial that can group, filter and pair results.
-TRIAL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ConfigColumns))
+TRIAL_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ConfigColumns))
 # Final metrics stored on the trial row.
 METRICS: tuple[str, ...] = FINAL_METRIC_COLUMNS
 # Per-epoch metrics stored in epoch_metric (usable with ``epoch=`` and in curves).
@@ -61,3 +63,34 @@ def require_sweep(session: Session, sweep_id: int) -> None:
 def as_float(value: Any) -> float | None:
     """A database number as float (PostgreSQL returns Decimal for some aggregates)."""
     return None if value is None else float(value)
+
+
+def _count(value: Any) -> int:
+    """A database count or sum as int (the sum over no rows is NULL: 0)."""
+    return int(value or 0)
+
+
+def grouped_records(
+    record: type[R], group: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> list[R]:
+    """Result rows of (the ``group`` fields' values, then ``record``'s other fields in
+    declaration order) as ``record`` dataclasses with the group as a dict; each value is
+    read as its field's type (``float | None``: :func:`as_float`, ``int``: a count, an
+    enum or ``str``: converted), one home for the rows of summaries, curves and pairs."""
+    hints = get_type_hints(record)
+    readers = [
+        (f.name, _READERS.get(hints[f.name], hints[f.name]))
+        for f in dataclasses.fields(cast(Any, record))
+        if f.name != "group"
+    ]
+    k = len(group)
+    return [
+        cast(Any, record)(
+            group=dict(zip(group, r[:k], strict=True)),
+            **{name: read(v) for (name, read), v in zip(readers, r[k:], strict=True)},
+        )
+        for r in rows
+    ]
+
+
+_READERS: dict[Any, Callable[[Any], Any]] = {float | None: as_float, int: _count}

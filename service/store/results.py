@@ -16,9 +16,9 @@ from service.store.engine import is_sqlite
 from service.store.models import EpochMetric, Trial
 from service.store.query_fields import (
     COMPARE_GROUP,
-    as_float,
     check_fields,
     check_metric,
+    grouped_records,
     require_sweep,
 )
 from service.store.records import CompareRow, SummaryRow
@@ -89,21 +89,7 @@ def summary(
             .order_by(*groups)
         )
         rows = [tuple(r) for r in session.execute(stmt)]
-    k = len(fields)
-    return [
-        SummaryRow(
-            group=dict(zip(fields, r[:k], strict=True)),
-            n=int(r[k]),
-            mean=as_float(r[k + 1]),
-            std=as_float(r[k + 2]),
-            min=as_float(r[k + 3]),
-            median=as_float(r[k + 4]),
-            max=as_float(r[k + 5]),
-            diverged=int(r[k + 6] or 0),
-            never=int(r[k + 7] or 0),
-        )
-        for r in rows
-    ]
+    return grouped_records(SummaryRow, fields, rows)
 
 
 def _summary_sqlite(
@@ -190,18 +176,4 @@ def compare_rows(
         .where(ta.sweep_id == sweep_id, ta.algorithm == a)
         .order_by(*[getattr(ta, f) for f in COMPARE_GROUP], ta.seed, ta.init, ta.id, tb.id)
     )
-    k = len(COMPARE_GROUP)
-    return [
-        CompareRow(
-            group=dict(zip(COMPARE_GROUP, r[:k], strict=True)),
-            seed=r[k],
-            init=r[k + 1],
-            a_trial_id=r[k + 2],
-            b_trial_id=r[k + 3],
-            a_status=TrialStatus(r[k + 4]),
-            b_status=TrialStatus(r[k + 5]),
-            a_value=as_float(r[k + 6]),
-            b_value=as_float(r[k + 7]),
-        )
-        for r in session.execute(query)
-    ]
+    return grouped_records(CompareRow, COMPARE_GROUP, session.execute(query))
