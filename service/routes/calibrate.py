@@ -4,21 +4,15 @@ seed) and answers synchronously (the request's size is bounded; see service.cali
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from service.calibration import CalibrateRequest, CalibrationPublic, check_limits, run_calibration
 from service.deps import SettingsDep, WriteAccess
-from service.schemas import ErrorPublic
+from service.routes.errors import errors
 
 router = APIRouter(prefix="/calibrate", tags=["calibrate"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorPublic, "description": "missing or wrong bearer token"},
-    413: {"model": ErrorPublic, "description": "body over IDEM_MAX_BODY_BYTES"},
-    422: {"model": ErrorPublic, "description": "invalid field (loc names it) or limit"},
-}
+ERRORS = errors(401, 413, 422)
 
 
 @router.post("", response_model=CalibrationPublic, dependencies=[WriteAccess], responses=ERRORS)

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from service.comparison import ALPHA
 from service.deps import ReadSessionDep, SweepId
 from service.report import claims, load_report_data
 from service.report.analysis import analyse
-from service.schemas import ClaimRowPublic, ClaimsPublic, ErrorPublic
+from service.routes.errors import errors
+from service.schemas import ClaimRowPublic, ClaimsPublic
 
 router = APIRouter(prefix="/sweeps", tags=["claims"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorPublic, "description": "no such sweep"}
-}
+ERRORS = errors(404)
 
 
 @router.get("/{sweep_id}/claims", response_model=ClaimsPublic, responses=ERRORS)

@@ -8,17 +8,17 @@ response's iterator, through a server-side cursor, so memory stays flat.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from service.deps import ReadSessionDep, SweepId, get_engine
-from service.schemas import ErrorPublic, SweepEpochsPublic
+from service.routes.errors import Responses, errors
+from service.schemas import SweepEpochsPublic
 from service.spec import INT32_MAX
 from service.store import export
 from service.store.engine import session_scope
@@ -33,10 +33,9 @@ Format = Annotated[
     Query(description="json, csv or parquet (csv and parquet are every matching row)"),
 ]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-Batches = Callable[[Session], Iterator[list[tuple[Any, ...]]]]
 
 
-def table_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+def table_responses(model: type[BaseModel]) -> Responses:
     """OpenAPI for a table route: ``model`` as JSON, or CSV / Parquet bytes; 404, 422."""
     return {
         200: {
@@ -44,8 +43,7 @@ def table_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
             "content": {MEDIA_TYPES["csv"].split(";")[0]: {}, MEDIA_TYPES["parquet"]: {}},
             "description": "the rows as JSON, CSV (header line) or Parquet",
         },
-        404: {"model": ErrorPublic, "description": "no such sweep"},
-        422: {"model": ErrorPublic, "description": "invalid filter or format"},
+        **errors(404, own={422: "invalid filter or format"}),
     }
 
 
@@ -83,21 +81,23 @@ TrialFilters = Annotated[dict[str, Any], Depends(trial_filters)]
 def table_response(
     engine: Engine,
     fmt: TableFormat,
-    columns: list[export.ExportColumn],
-    batches: Batches,
-    *,
-    filename: str,
+    table: export.Table,
+    sweep_id: int,
+    filters: Mapping[str, Any],
     head: Mapping[str, Any] | None = None,
 ) -> StreamingResponse:
-    """Stream ``batches(session)`` encoded as ``fmt``, read on a session of its own."""
+    """Stream the sweep's ``table`` rows matching ``filters`` encoded as ``fmt`` (JSON
+    with ``head`` before its rows), read on a session of its own."""
 
     def body() -> Iterator[bytes]:
         with session_scope(engine, readonly=True) as session:
-            yield from encode(fmt, columns, batches(session), dict(head or {}))
+            rows = table.stream(session, sweep_id, filters)
+            yield from encode(fmt, table.columns(), rows, dict(head or {}))
 
     headers = {}
     if fmt != "json":
-        headers["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
+        filename = f"sweep-{sweep_id}-{table.name}.{fmt}"
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return StreamingResponse(body(), media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
@@ -117,11 +117,4 @@ def sweep_epochs(
     id and config columns, ordered by trial and epoch; streamed. A reused trial shows the
     rows of the run it took over."""
     require_sweep(session, sweep_id)  # 404 before the stream starts
-    return table_response(
-        engine,
-        format,
-        export.epoch_columns(),
-        lambda s: export.stream_epochs(s, sweep_id, filters),
-        filename=f"sweep-{sweep_id}-epochs",
-        head={"sweep_id": sweep_id},
-    )
+    return table_response(engine, format, export.EPOCHS, sweep_id, filters, {"sweep_id": sweep_id})

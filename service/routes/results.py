@@ -14,13 +14,8 @@ from fastapi import APIRouter, Query
 from service import comparison
 from service.deps import ReadSessionDep, SweepId
 from service.exceptions import NotFound, QueryFieldError
-from service.schemas import (
-    ComparePublic,
-    CompareRowPublic,
-    ErrorPublic,
-    SummaryPublic,
-    SummaryRowPublic,
-)
+from service.routes.errors import errors
+from service.schemas import ComparePublic, CompareRowPublic, SummaryPublic, SummaryRowPublic
 from service.spec import ALGORITHM_NAMES, INT32_MAX
 from service.store import queries
 from service.store import results as store_results
@@ -30,13 +25,12 @@ from service.store.status import TrialStatus
 
 router = APIRouter(prefix="/sweeps", tags=["results"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {
-        "model": ErrorPublic,
-        "description": "no such sweep, or the metric is not kept that way (per epoch / per run)",
-    },
-    422: {"model": ErrorPublic, "description": "unknown field or metric (loc names it)"},
-}
+ERRORS = errors(
+    own={
+        404: "no such sweep, or the metric is not kept that way (per epoch / per run)",
+        422: "unknown field or metric (loc names it)",
+    }
+)
 DEFAULT_BY = "architecture,algorithm,learning_rate,batch_size"
 # Runs that ended with a result; a pair with a pending, failed or cancelled run is left out.
 RESULT_STATUSES = frozenset({TrialStatus.succeeded, TrialStatus.diverged})
@@ -103,7 +97,7 @@ Algorithm = Annotated[
 Epoch = Annotated[int | None, Query(ge=1, le=INT32_MAX, description="the metric at this epoch")]
 
 
-@router.get("/{sweep_id}/summary", response_model=SummaryPublic, responses=ERRORS)
+@router.get("/{sweep_id}/summary", responses=ERRORS)
 def summary(
     sweep_id: SweepId,
     session: ReadSessionDep,
@@ -133,7 +127,7 @@ def group_pairs(rows: Sequence[CompareRow]) -> list[tuple[dict[str, Any], list[C
     return list(groups.values())
 
 
-@router.get("/{sweep_id}/compare", response_model=ComparePublic, responses=ERRORS)
+@router.get("/{sweep_id}/compare", responses=ERRORS)
 def compare(
     sweep_id: SweepId,
     session: ReadSessionDep,

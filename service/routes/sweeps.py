@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from service.deps import ReadSessionDep, SessionDep, SettingsDep, SweepId, WriteAccess
 from service.exceptions import DuplicateIdempotencyKey
 from service.faultpoints import pause_point
+from service.routes.errors import errors
 from service.routes.exports import (
     EngineDep,
     Format,
@@ -19,7 +20,6 @@ from service.routes.exports import (
 )
 from service.schemas import (
     CancelAccepted,
-    ErrorPublic,
     SkippedPair,
     SweepCreated,
     SweepDeletedPublic,
@@ -36,21 +36,13 @@ from service.store.status import SweepStatus
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorPublic, "description": "missing or wrong bearer token"},
-    404: {"model": ErrorPublic, "description": "no such sweep"},
-    409: {"model": ErrorPublic, "description": "the sweep has finished"},
-    413: {"model": ErrorPublic, "description": "body over IDEM_MAX_BODY_BYTES"},
-    422: {"model": ErrorPublic, "description": "invalid field (loc names it) or limit"},
-}
-
 
 @router.post(
     "",
     status_code=201,
     response_model=SweepCreated,
     dependencies=[WriteAccess],
-    responses={k: ERRORS[k] for k in (401, 413, 422)},
+    responses=errors(401, 413, 422),
 )
 def submit_sweep(
     spec: SweepSpec,
@@ -115,7 +107,7 @@ def _created(created: Any, skipped: list[SkippedPair]) -> SweepCreated:
     )
 
 
-@router.get("", response_model=SweepsPublic)
+@router.get("")
 def list_sweeps(
     session: ReadSessionDep,
     status: SweepStatus | None = None,
@@ -127,7 +119,7 @@ def list_sweeps(
     return SweepsPublic(data=[SweepPublic.from_record(r) for r in records], count=count)
 
 
-@router.get("/{sweep_id}", response_model=SweepPublic, responses={404: ERRORS[404]})
+@router.get("/{sweep_id}", responses=errors(404))
 def get_sweep(sweep_id: SweepId, session: ReadSessionDep) -> SweepPublic:
     """One sweep: status, trial counts by status, progress (0–1), times, Ray dashboard."""
     return SweepPublic.from_record(queries.get_sweep(session, sweep_id))
@@ -136,9 +128,8 @@ def get_sweep(sweep_id: SweepId, session: ReadSessionDep) -> SweepPublic:
 @router.post(
     "/{sweep_id}/cancel",
     status_code=202,
-    response_model=CancelAccepted,
     dependencies=[WriteAccess],
-    responses={k: ERRORS[k] for k in (401, 404, 409)},
+    responses=errors(401, 404, 409),
 )
 def cancel_sweep(sweep_id: SweepId, session: SessionDep) -> CancelAccepted:
     """Ask for the sweep to stop: a queued sweep is cancelled at once, a running one by
@@ -149,12 +140,8 @@ def cancel_sweep(sweep_id: SweepId, session: SessionDep) -> CancelAccepted:
 
 @router.delete(
     "/{sweep_id}",
-    response_model=SweepDeletedPublic,
     dependencies=[WriteAccess],
-    responses={
-        **{k: ERRORS[k] for k in (401, 404)},
-        409: {"model": ErrorPublic, "description": "not finished, or its trials are reused"},
-    },
+    responses=errors(401, 404, own={409: "not finished, or its trials are reused"}),
 )
 def delete_sweep(sweep_id: SweepId, session: SessionDep) -> SweepDeletedPublic:
     """Delete a finished or cancelled sweep with its trials and their epoch rows, in one
@@ -199,13 +186,7 @@ def list_trials(
     trial (the config spread over its columns)."""
     require_sweep(session, sweep_id)  # 404 for an unknown sweep, not an empty page
     if format != "json":
-        return table_response(
-            engine,
-            format,
-            export.trial_columns(),
-            lambda s: export.stream_trials(s, sweep_id, filters),
-            filename=f"sweep-{sweep_id}-trials",
-        )
+        return table_response(engine, format, export.TRIALS, sweep_id, filters)
     records, count = queries.list_trials(
         session, sweep_id, filters=filters, offset=offset, limit=limit, after_id=after_id
     )

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from service.deps import ReadSessionDep, TrialId
-from service.schemas import EpochPublic, EpochsPublic, ErrorPublic, TrialDetail
+from service.routes.errors import errors
+from service.schemas import EpochPublic, EpochsPublic, TrialDetail
 from service.store import queries
 
 router = APIRouter(prefix="/trials", tags=["trials"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorPublic, "description": "no such trial"}
-}
+NOT_FOUND = errors(own={404: "no such trial"})
 
 
 @router.get("/{trial_id}", response_model=TrialDetail, responses=NOT_FOUND)

@@ -8,11 +8,21 @@ column added to ``trial`` or ``epoch_metric`` is exported without touching this 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, DateTime, Float, Integer, Select, func, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    DateTime,
+    Float,
+    Integer,
+    Result,
+    Select,
+    func,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from service.store.models import EPOCH_COLUMNS, EpochMetric, Trial
@@ -95,37 +105,35 @@ def _epochs_select(sweep_id: int, filters: Mapping[str, Any] | None) -> Select[A
     )
 
 
-def _stream(
-    session: Session, stmt: Select[Any], batch_rows: int
-) -> Iterator[list[tuple[Any, ...]]]:
-    result = session.execute(stmt, execution_options={"yield_per": batch_rows})
+@dataclass(frozen=True)
+class Table:
+    """An exported table of a sweep: its name, its columns, and the query of its rows
+    (matching trial filters as ``list_trials`` takes them) in column order."""
+
+    name: str
+    columns: Callable[[], list[ExportColumn]]
+    select: Callable[[int, Mapping[str, Any] | None], Select[Any]]
+
+    def stream(
+        self,
+        session: Session,
+        sweep_id: int,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        batch_rows: int = BATCH_ROWS,
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The sweep's rows as batches, read through a server-side cursor. Raises
+        NotFound for an unknown sweep (at once, not when the first batch is read)."""
+        require_sweep(session, sweep_id)
+        stmt = self.select(sweep_id, filters)
+        return _batches(session.execute(stmt, execution_options={"yield_per": batch_rows}))
+
+
+def _batches(result: Result[Any]) -> Iterator[list[tuple[Any, ...]]]:
     for partition in result.partitions():
         yield [tuple(row) for row in partition]
 
 
-def stream_trials(
-    session: Session,
-    sweep_id: int,
-    filters: Mapping[str, Any] | None = None,
-    *,
-    batch_rows: int = BATCH_ROWS,
-) -> Iterator[list[tuple[Any, ...]]]:
-    """The sweep's trials matching ``filters`` (as ``list_trials``), in id order, as
-    batches of rows in ``trial_columns()`` order. Raises NotFound for an unknown sweep."""
-    require_sweep(session, sweep_id)
-    stmt = _trials_select(sweep_id, filters)
-    return _stream(session, stmt, batch_rows)
-
-
-def stream_epochs(
-    session: Session,
-    sweep_id: int,
-    filters: Mapping[str, Any] | None = None,
-    *,
-    batch_rows: int = BATCH_ROWS,
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Every epoch row of the sweep's trials matching ``filters``, ordered by trial id
-    and epoch, as batches of rows in ``epoch_columns()`` order."""
-    require_sweep(session, sweep_id)
-    stmt = _epochs_select(sweep_id, filters)
-    return _stream(session, stmt, batch_rows)
+# The sweep's trials, in id order; every epoch row of its trials, by trial id and epoch.
+TRIALS = Table("trials", trial_columns, _trials_select)
+EPOCHS = Table("epochs", epoch_columns, _epochs_select)

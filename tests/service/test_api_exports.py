@@ -129,11 +129,11 @@ def test_small_batches_stream_as_many_row_groups_with_the_same_rows(seeded: Any)
     engine = client.app.state.engine  # type: ignore[attr-defined]
     columns = export.epoch_columns()
     with session_scope(engine, readonly=True) as s:
-        batches = list(export.stream_epochs(s, sweep_id, batch_rows=7))
+        batches = list(export.EPOCHS.stream(s, sweep_id, batch_rows=7))
     assert len(batches) > 5 and all(len(b) <= 7 for b in batches)
     small = b"".join(encode("parquet", columns, batches))
     with session_scope(engine, readonly=True) as s:
-        whole = b"".join(encode("parquet", columns, export.stream_epochs(s, sweep_id)))
+        whole = b"".join(encode("parquet", columns, export.EPOCHS.stream(s, sweep_id)))
     assert pq.ParquetFile(io.BytesIO(small)).num_row_groups == len(batches)
     assert pq.read_table(io.BytesIO(small)).equals(pq.read_table(io.BytesIO(whole)))
     csv_small = b"".join(encode("csv", columns, batches))

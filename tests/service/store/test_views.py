@@ -136,7 +136,7 @@ def test_epoch_result_equals_the_epochs_export(engine: Engine, seeded: int) -> N
     for sweep_id in (seeded, 2):
         columns = [c.name for c in export.epoch_columns()]
         with session_scope(engine, readonly=True) as s:
-            exported = [r for batch in export.stream_epochs(s, sweep_id) for r in batch]
+            exported = [r for batch in export.EPOCHS.stream(s, sweep_id) for r in batch]
         view = rows(
             engine,
             f"SELECT {', '.join(columns)} FROM epoch_result WHERE sweep_id = {sweep_id} "
