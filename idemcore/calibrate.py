@@ -20,7 +20,8 @@ round-off; :func:`verify` measures it again).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from statistics import median
 
@@ -108,48 +109,44 @@ def measure(
     jobs one thread measured 4-5x faster than two (B4, batch 100: 0.3 s vs 1.3 s a step
     at load 15 on 2 cores). The setting is process-wide and restored afterwards.
     """
+    out: list[StepSize] = []
+    with _torch_threads(threads):
+        for algorithm in algorithms:
+            rates = (
+                learning_rates[algorithm] if isinstance(learning_rates, Mapping) else learning_rates
+            )
+            for lr in rates:
+                norms = tuple(
+                    first_step_norm(
+                        calibration_config(
+                            architecture,
+                            algorithm,
+                            lr,
+                            seed=seed,
+                            batch_size=batch_size,
+                            optimizer=optimizer,
+                            dtype=dtype,
+                        )
+                    )
+                    for seed in seeds
+                )
+                out.append(StepSize(algorithm, float(lr), norms))
+    return out
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (None: left as they are), restored
+    afterwards."""
     import torch  # here: the matching rules below are read by the report without torch
 
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _measure(
-            architecture, algorithms, learning_rates, seeds, batch_size, optimizer, dtype
-        )
+        yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _measure(
-    architecture: str | tuple[LayerSpec, ...],
-    algorithms: Sequence[str],
-    learning_rates: Mapping[str, Sequence[float]] | Sequence[float],
-    seeds: Sequence[int],
-    batch_size: int,
-    optimizer: str,
-    dtype: str,
-) -> list[StepSize]:
-    out: list[StepSize] = []
-    for algorithm in algorithms:
-        rates = learning_rates[algorithm] if isinstance(learning_rates, Mapping) else learning_rates
-        for lr in rates:
-            norms = tuple(
-                first_step_norm(
-                    calibration_config(
-                        architecture,
-                        algorithm,
-                        lr,
-                        seed=seed,
-                        batch_size=batch_size,
-                        optimizer=optimizer,
-                        dtype=dtype,
-                    )
-                )
-                for seed in seeds
-            )
-            out.append(StepSize(algorithm, float(lr), norms))
-    return out
 
 
 def steps_by_algorithm(sizes: Sequence[StepSize]) -> dict[str, dict[float, float | None]]:
