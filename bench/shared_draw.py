@@ -14,11 +14,10 @@ import time
 from dataclasses import replace
 
 import torch
+from configs import LRS, members  # bench/configs.py
 
 from idemcore.config import TrialConfig
 from idemcore.train import PackedTraining
-
-RATES = (0.01, 0.05, 0.1, 0.5)
 
 
 def seconds(configs: list[TrialConfig]) -> float:
@@ -35,19 +34,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     for arch, algorithm in (("N1", "modified"), ("N3", "ordinary")):
-        base = TrialConfig(
-            architecture=arch,
-            algorithm=algorithm,
-            learning_rate=0.01,
-            samples=10000,
-            batch_size=10000,
-            epochs=args.epochs,
-            seed=0,
-            data="gaussian-fresh",
-            dtype="float32",
-        )
-        shared = [replace(base, seed=s, learning_rate=lr) for s in range(8) for lr in RATES]
-        distinct = [replace(base, seed=s, learning_rate=RATES[s % 4]) for s in range(32)]
+        # 32 seeds, the rates cycling; 8 seeds, each with every rate (fresh data, full batch).
+        distinct = members(32, args.epochs, arch, algorithm)
+        shared = [replace(c, seed=c.seed // len(LRS)) for c in distinct]
         t_shared = min(seconds(shared) for _ in range(args.reps))
         t_distinct = min(seconds(distinct) for _ in range(args.reps))
         print(

@@ -33,40 +33,26 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 import torch
+from configs import LRS, SAMPLES, members  # bench/configs.py
 
 from idemcore.config import TrialConfig
 from idemcore.packed import PackedTraining
 from idemcore.train import EpochRecord, Training
 
-GRID_LRS = (0.01, 0.05, 0.1, 0.5)
-GRID_BATCHES = ((10000, 10000), (10000, 2000))
+GRID_BATCHES = (SAMPLES, 2000)  # batch sizes: full and small
 
 
 # ---------------------------------------------------------------- part: pack (N1 x 20)
-
-
-def n1_members(members: int, epochs: int, dtype: str) -> list[TrialConfig]:
-    """N1 modified, full batch of 10000 fresh samples, seeds 0..members-1, 4 lrs."""
-    base = TrialConfig(
-        architecture="N1",
-        algorithm="modified",
-        learning_rate=0.05,
-        samples=10000,
-        batch_size=10000,
-        epochs=epochs,
-        seed=0,
-        dtype=dtype,
-    )
-    return [replace(base, seed=i, learning_rate=GRID_LRS[i % 4]) for i in range(members)]
 
 
 def run_sequential(configs: list[TrialConfig]) -> list[list[EpochRecord]]:
@@ -116,7 +102,7 @@ def max_rel_diff(
 
 
 def part_pack(args: argparse.Namespace) -> None:
-    configs = n1_members(args.members, args.epochs, args.dtype)
+    configs = members(args.members, args.epochs, dtype=args.dtype)  # N1 modified, full batch
     seq_times: list[float] = []
     pack_times: list[float] = []
     seq_cpu: list[float] = []
@@ -176,21 +162,9 @@ def part_keys(args: argparse.Namespace) -> None:
     total_seq = total_pack = 0.0
     for arch in args.archs:
         for algorithm in ("modified", "ordinary"):
-            for samples, batch in GRID_BATCHES:
-                base = TrialConfig(
-                    architecture=arch,
-                    algorithm=algorithm,
-                    learning_rate=GRID_LRS[0],
-                    samples=samples,
-                    batch_size=batch,
-                    epochs=args.epochs,
-                    seed=0,
-                    dtype=args.dtype,
-                )
-                configs = [
-                    replace(base, seed=i, learning_rate=GRID_LRS[i % len(GRID_LRS)])
-                    for i in range(args.members)
-                ]
+            for batch in GRID_BATCHES:
+                size, dtype = args.members, args.dtype
+                configs = members(size, args.epochs, arch, algorithm, batch, dtype=dtype)
                 t = time.perf_counter()
                 seq = run_sequential(configs)
                 seq_ms = (time.perf_counter() - t) * 1e3 / sum(len(r) for r in seq)
@@ -212,24 +186,13 @@ def part_keys(args: argparse.Namespace) -> None:
 
 def grid_configs(args: argparse.Namespace) -> list[TrialConfig]:
     """The grid, as TrialConfigs, in the order the spec would expand it."""
-    out = []
-    for arch in args.archs:
-        for algorithm in ("modified", "ordinary"):
-            for lr in args.lrs:
-                for samples, batch in GRID_BATCHES:
-                    for seed in range(args.seeds):
-                        out.append(
-                            TrialConfig(
-                                architecture=arch,
-                                algorithm=algorithm,
-                                learning_rate=lr,
-                                samples=samples,
-                                batch_size=batch,
-                                epochs=args.epochs,
-                                seed=seed,
-                            )
-                        )
-    return out
+    axes = itertools.product(
+        args.archs, ("modified", "ordinary"), args.lrs, GRID_BATCHES, range(args.seeds)
+    )
+    return [
+        TrialConfig(arch, algorithm, lr, SAMPLES, batch, args.epochs, seed)
+        for arch, algorithm, lr, batch, seed in axes
+    ]
 
 
 def grid_spec(args: argparse.Namespace, pack: Any) -> dict[str, Any]:
@@ -239,7 +202,7 @@ def grid_spec(args: argparse.Namespace, pack: Any) -> dict[str, Any]:
         "architectures": list(args.archs),
         "algorithms": ["modified", "ordinary"],
         "learning_rates": list(args.lrs),
-        "batches": [{"samples": s, "batch_size": b} for s, b in GRID_BATCHES],
+        "batches": [{"samples": SAMPLES, "batch_size": b} for b in GRID_BATCHES],
         "seeds": args.seeds,
         "epochs": args.epochs,
         "data": "gaussian-fresh",
@@ -362,7 +325,7 @@ def main() -> None:
     )
     p.add_argument("--modes", default="1,2,3,4", help="grid: which modes, e.g. 1,4")
     p.add_argument("--seeds", type=int, default=5, help="grid: seeds per configuration")
-    p.add_argument("--lrs", default=",".join(str(v) for v in GRID_LRS), help="grid: lrs")
+    p.add_argument("--lrs", default=",".join(str(v) for v in LRS), help="grid: lrs")
     p.add_argument("--archs", default="N1,N2,N3,B1", help="grid: architectures")
     args = p.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -49,21 +49,13 @@ def main() -> None:
 
     import ray
     import torch
+    from configs import members  # bench/configs.py
     from ray import tune
 
-    from idemcore.config import TrialConfig
     from idemcore.train import Training
 
     torch.set_num_threads(1)
-    config = TrialConfig(
-        architecture="N1",
-        algorithm="modified",
-        learning_rate=0.05,
-        samples=10000,
-        batch_size=10000,
-        epochs=200,
-        seed=0,
-    )
+    (config,) = members(1, 200)  # N1 modified, 10000 samples in one batch, seed 0
     run = Training(config)
     started = time.perf_counter()
     for _ in run.epochs():
