@@ -61,7 +61,8 @@ def sweep_record(sweep: Sweep, counts: Mapping[str, int]) -> SweepRecord:
         "trials_by_status": {s.value: int(counts.get(s.value, 0)) for s in TrialStatus},
         "progress": (finished / total) if total else 1.0,
     }
-    return SweepRecord(**_columns(sweep, SweepRecord, derived), **derived)
+    columns = {f.name: getattr(sweep, f.name) for f in fields(SweepRecord) if f.name not in derived}
+    return SweepRecord(**columns, **derived)
 
 
 def trial_record(t: Trial | Mapping[str, Any]) -> TrialRecord:
@@ -78,12 +79,6 @@ def trial_record(t: Trial | Mapping[str, Any]) -> TrialRecord:
         "result": values.get("result"),
     }
     return TrialRecord(**{n: values[n] for n in _PLAIN_FIELDS}, **derived)
-
-
-def _columns(row: Any, record: type, derived: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``record`` dataclass's fields not in ``derived``, read from the row's columns
-    of the same names (a renamed column fails loudly here)."""
-    return {f.name: getattr(row, f.name) for f in fields(record) if f.name not in derived}
 
 
 def provenance_of(values: Mapping[str, Any]) -> Provenance | None:
