@@ -204,6 +204,10 @@ class Trial(Base):
 
     __table_args__ = (
         Index("ix_trial_sweep_status", "sweep_id", "status"),
+        # Keyset pages (list_trials' after_id) and whole-sweep reads in id order: without
+        # it SQLite sorted every trial of the sweep for each page (25 ms a page at
+        # 100,000 trials, 6 ms with it, 4.5 ms at 1,000).
+        Index("ix_trial_sweep_id", "sweep_id", "id"),
         Index("ix_trial_sweep_pair", "sweep_id", "pair_key"),
         Index("ix_trial_config_hash_status", "config_hash", "status"),
         Index(

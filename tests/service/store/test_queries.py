@@ -214,3 +214,35 @@ def test_sweep_trials_reads_plain_rows_equal_to_the_orm_records(
     assert light == [replace(t, result=None) for t in orm]
     (read,) = [q for q in statements if "FROM trial" in q and "trial.config" in q]
     assert "trial.result" not in read
+
+
+def test_keyset_pages_read_the_index_in_id_order_without_sorting(
+    engine: Engine, finished: int, backend: str
+) -> None:
+    """A page by ``after_id`` is read from the (sweep_id, id) index in order: no sort of
+    the sweep's trials per page, so the last page of 100,000 costs what the first does."""
+    from sqlalchemy import event, text
+
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "ORDER BY trial.id" in statement and "LIMIT" in statement:
+            statements.append((statement, parameters))
+
+    with session_scope(engine) as s:
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            trials, _ = queries.list_trials(s, finished, limit=3, after_id=1)
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        assert [t.id for t in trials] == [2, 3, 4]
+        ((statement, parameters),) = statements
+        if backend == "sqlite":
+            raw = s.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan = " ".join(str(row[-1]) for row in raw)
+            assert "ix_trial_sweep_id" in plan and "TEMP B-TREE" not in plan, plan
+        else:
+            s.execute(text("SET LOCAL enable_seqscan = off"))
+            raw = s.connection().exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            plan = " ".join(str(row[0]) for row in raw)
+            assert "ix_trial_sweep_id" in plan and "Sort" not in plan, plan
