@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_throughput_service import REPO, _idem, _stop, _wait_up, start_api
@@ -116,13 +117,24 @@ def timed(fn: Any) -> tuple[float, Any]:
 
 
 def run_size(
-    trials: int, epochs: int, timeout_s: float, synthetic: bool = False, keep: Path | None = None
+    trials: int,
+    epochs: int,
+    timeout_s: float,
+    synthetic: bool = False,
+    keep: Path | None = None,
+    postgres: str | None = None,
 ) -> dict[str, Any]:
     """One fresh service, one sweep of ``trials``: every stage's seconds and the peaks.
     ``synthetic``: no worker; :func:`fill_results` stores the results instead (the
     read stages measured on a sweep too large to train on this machine in time).
-    ``keep``: the store and the logs go to ``keep/<trials>`` and stay there."""
+    ``keep``: the store (or the PostgreSQL database) and the logs stay, the logs (and a
+    SQLite store) in ``keep/<trials>``. ``postgres``: an admin URL of a PostgreSQL
+    server; the store is a new database on it (dropped afterwards unless ``keep``)."""
     out: dict[str, Any] = {"trials": trials, "synthetic": synthetic, "load": os.getloadavg()[0]}
+    database_url = None
+    if postgres is not None:
+        database_url = fresh_database(postgres, f"idem_scale_{trials}_{os.getpid()}")
+        out["database"] = make_url(database_url).database
     if keep is not None:
         (keep / str(trials)).mkdir(parents=True, exist_ok=False)
     with (
@@ -131,7 +143,7 @@ def run_size(
         else tempfile.TemporaryDirectory(prefix="idem-scale-")
     ) as tmp:
         data_dir = Path(tmp)
-        port, env, api, api_log = start_api(data_dir)
+        port, env, api, api_log = start_api(data_dir, database_url)
         worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115 (closed below)
         worker = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(1e6)"]
@@ -154,7 +166,7 @@ def run_size(
                 assert r.json()["trial_count"] == trials, r.json()
                 out["post"] = seconds
                 if synthetic:
-                    db_url = f"sqlite:///{data_dir / 'idem.db'}"
+                    db_url = database_url or f"sqlite:///{data_dir / 'idem.db'}"
                     out["claim+group"], out["tune_trials"] = fill_results(db_url, sweep_id)
                 t0 = time.perf_counter()
                 deadline = t0 + timeout_s
@@ -208,7 +220,33 @@ def run_size(
             _stop(api, "api")
             api_log.close()
             worker_log.close()
+            if postgres is not None and keep is None:
+                drop_database(postgres, out["database"])
     return out
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    """Create the empty PostgreSQL database ``name``; its URL (the API migrates it)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop the database ``name`` (what :func:`fresh_database` made)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def fill_results(db_url: str, sweep_id: int) -> tuple[float, int]:
@@ -342,12 +380,22 @@ def main() -> None:
         help="sizes whose results are stored by fill_results instead of trained",
     )
     parser.add_argument("--keep", type=Path, help="keep each size's store and logs under KEEP/N")
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="store each size in a new database on this PostgreSQL server (default: SQLite)",
+    )
     args = parser.parse_args()
     results = []
     for n in args.sizes:
         print(f"== {n:,} trials, {args.epochs} epoch(s)", flush=True)
         result = run_size(
-            n, args.epochs, args.timeout, synthetic=n in args.synthetic, keep=args.keep
+            n,
+            args.epochs,
+            args.timeout,
+            synthetic=n in args.synthetic,
+            keep=args.keep,
+            postgres=args.postgres,
         )
         print("   " + json.dumps(result), flush=True)
         results.append(result)

@@ -44,8 +44,11 @@ def _stop(proc: subprocess.Popen[bytes], name: str) -> None:
         proc.wait(timeout=30)
 
 
-def start_api(data_dir: Path) -> tuple[int, dict[str, str], subprocess.Popen[bytes], IO[bytes]]:
-    """A fresh SQLite store under ``data_dir`` (migrated to head) and the API on a free port.
+def start_api(
+    data_dir: Path, database_url: str | None = None
+) -> tuple[int, dict[str, str], subprocess.Popen[bytes], IO[bytes]]:
+    """A fresh SQLite store under ``data_dir`` (or the empty database at ``database_url``),
+    migrated to head, and the API on a free port.
 
     Returns the port, the environment the API runs with (the worker must get the same
     one), the API process and its open log (``data_dir/api.log``); the caller stops the
@@ -61,6 +64,8 @@ def start_api(data_dir: Path) -> tuple[int, dict[str, str], subprocess.Popen[byt
         PYTHONPATH=str(REPO),
     )
     env.pop("IDEM_DATABASE_URL", None)
+    if database_url is not None:
+        env["IDEM_DATABASE_URL"] = database_url
     subprocess.run(_idem("db", "upgrade"), env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     api_log = open(data_dir / "api.log", "wb")  # noqa: SIM115 (the caller closes it)
     api = subprocess.Popen(
