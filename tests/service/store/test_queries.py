@@ -192,15 +192,16 @@ def test_sweep_trials_reads_plain_rows_equal_to_the_orm_records(
     """The report's whole-sweep read builds its records from plain rows in one SELECT (no
     ORM objects: at 100,000 trials they doubled its time and memory) and, without the
     result, never names that column; the records are those of the ORM path, field for
-    field (the result None when left out)."""
+    field (the result None when left out); it and the curves' read stream their rows."""
+
     from dataclasses import replace
 
     from sqlalchemy import event
 
-    statements: list[str] = []
+    statements: list[tuple[str, Any]] = []
 
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
+        statements.append((statement, context.execution_options))
 
     with session_scope(engine) as s:
         orm, _ = queries.list_trials(s, finished, limit=1000)
@@ -209,11 +210,15 @@ def test_sweep_trials_reads_plain_rows_equal_to_the_orm_records(
         event.listen(engine, "before_cursor_execute", seen)
         try:
             light = queries.sweep_trials(s, finished, with_result=False)
+            queries.sweep_epochs(s, finished)
         finally:
             event.remove(engine, "before_cursor_execute", seen)
     assert light == [replace(t, result=None) for t in orm]
-    (read,) = [q for q in statements if "FROM trial" in q and "trial.config" in q]
+    (read, options) = next(q for q in statements if "trial.config" in q[0])
     assert "trial.result" not in read
+    # both whole-sweep reads stream their rows (a server-side cursor on PostgreSQL)
+    (_, epoch_options) = next(q for q in statements if "FROM trial JOIN epoch_metric" in q[0])
+    assert options["yield_per"] == epoch_options["yield_per"] == queries.READ_BATCH
 
 
 def test_keyset_pages_read_the_index_in_id_order_without_sorting(
