@@ -74,7 +74,13 @@ class SweepPublic(BaseModel):
     cancel_requested: bool
     error: str | None
     ray_experiment: str | None
-    ray_dashboard_url: str | None
+    ray_dashboard_url: str | None = Field(
+        description="the sweep's Ray Job in the Ray dashboard (its Jobs page, with logs)"
+    )
+    ray_job_id: str | None = Field(
+        description="the Ray Job's submission id (`ray job status ID`), null before one runs"
+    )
+    attempt: int = Field(ge=0, description="claims so far: 1 on the first run, +1 per resume")
     spec: dict[str, Any] = Field(description="the submitted spec")
 
     @classmethod

@@ -112,6 +112,45 @@ class Settings(BaseSettings):
     ray_address: str | None = knob(
         None, "Ray cluster address for workers; unset starts a local Ray.", "10.0.0.5:6379"
     )
+    ray_jobs: bool = knob(
+        True,
+        "Run each claimed sweep as its own Ray Job (submitted over the Ray dashboard's HTTP "
+        "address; one job per sweep and attempt on the dashboard's Jobs page); false runs "
+        "the Tune experiment inside the worker process.",
+        True,
+    )
+    ray_dashboard_url: str | None = knob(
+        None,
+        "HTTP address of the Ray dashboard that Ray Jobs are submitted to (a KubeRay or "
+        "cloud cluster's head service); unset: the dashboard of the Ray the worker joined "
+        "or started.",
+        "http://ray-head:8265",
+    )
+    ray_dashboard_public_url: str | None = knob(
+        None,
+        "The Ray dashboard's address as users open it, for the links stored on sweeps (e.g. "
+        "a published port or an ingress); unset: the address jobs go to.",
+        "http://127.0.0.1:8265",
+    )
+    ray_token: SecretStr | None = knob(
+        None,
+        "Ray's auth token, sent as a bearer token to the dashboard; unset: Ray's own lookup "
+        "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).",
+        "0123abcd…",
+    )
+    ray_job_python: str | None = knob(
+        None,
+        "The Python a sweep's Ray Job runs (its entrypoint is `PYTHON -m "
+        "workers.job_driver`); unset: this worker's own interpreter when Ray runs on this "
+        "machine, else `python` on the cluster's PATH.",
+        "/opt/venv/bin/python",
+    )
+    job_attempts: PositiveInt = knob(
+        3,
+        "Claims of one sweep after which a Ray Job driver that died again fails the sweep "
+        "instead of giving it back to the queue.",
+        3,
+    )
     report_every: PositiveInt = knob(10, "Epochs per Ray Tune report (one store batch each).", 10)
 
     @field_validator("api_tokens", "cors_origins", mode="before")
@@ -151,6 +190,13 @@ class Settings(BaseSettings):
     def _data_dir(cls, value: Path) -> Path:
         if value.exists() and not value.is_dir():
             raise ValueError("names a file, not a directory")
+        return value
+
+    @field_validator("ray_dashboard_url", "ray_dashboard_public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (the dashboard, port 8265)")
         return value
 
     @field_validator("host", "ray_address")

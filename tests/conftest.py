@@ -40,7 +40,7 @@ SLOW_FIXTURES = frozenset(
         "api_schema",  # tests/service/test_schemathesis.py: hundreds of generated requests
     }
 )
-RAY_FIXTURES = frozenset({"ray_address"})
+RAY_FIXTURES = frozenset({"ray_address", "local_ray"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -29,11 +29,12 @@ from sqlalchemy.orm import Session
 from idemcore.train import EpochRecord, TrialResult
 from service.exceptions import SpecInvalid
 from service.faultpoints import pause_point
+from service.settings import Settings
 from service.spec import SweepSpec
 from service.store.epochs import append_epochs
 from service.store.records import TrialTodo
 from service.store.status import TrialStatus
-from service.store.trials import finish_trial, mark_trials_running
+from service.store.trials import finish_trial, mark_trials_running, unfinished_trials
 from workers.store_retry import in_transaction
 from workers.trainable import GPU_KEY, GROUP_KEY, RECORD_EVERY_KEY, REPORT_EVERY_KEY
 
@@ -327,6 +328,36 @@ def experiment_name(sweep_id: int) -> str:
     return f"sweep-{sweep_id}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
+def run_sweep(
+    engine: Engine,
+    settings: Settings,
+    sweep_id: int,
+    stored_spec: dict[str, Any],
+    *,
+    experiment: str,
+    stop: threading.Event,
+    max_concurrent: int | None = None,
+    verbose: int = 0,
+) -> SweepRunResult:
+    """A claimed sweep's run, as both runners do it (the worker in process, or a Ray
+    Job's driver): its stored spec through SweepSpec, its unfinished trials, one Tune
+    experiment."""
+    spec = load_spec(sweep_id, stored_spec)
+    todos = in_transaction(engine, lambda s: unfinished_trials(s, sweep_id), what="sweep start")
+    return run_tune(
+        engine,
+        sweep_id=sweep_id,
+        spec=spec,
+        todos=todos,
+        data_dir=settings.data_dir,
+        report_every=settings.report_every,
+        stop=stop,
+        experiment=experiment,
+        cli_max_concurrent=max_concurrent,
+        verbose=verbose,
+    )
+
+
 def run_tune(
     engine: Engine,
     *,
@@ -338,9 +369,11 @@ def run_tune(
     stop: threading.Event,
     experiment: str,
     cli_max_concurrent: int | None = None,
+    verbose: int = 0,
 ) -> SweepRunResult:
     """Run ``todos`` as one Tune experiment; returns when every Tune trial ended or
-    ``stop`` was set. Trials needing a GPU the cluster lacks fail at once (no hang)."""
+    ``stop`` was set. Trials needing a GPU the cluster lacks fail at once (no hang).
+    ``verbose`` is Tune's (1: its status table, which a Ray Job's logs show)."""
     import ray
 
     # Tune's automatic CSV/JSON/TensorBoard loggers would copy every epoch batch into
@@ -394,7 +427,7 @@ def run_tune(
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
             stop=StopFlag(stop),
             callbacks=[callback],
-            verbose=0,
+            verbose=verbose,
         ),
     )
     # Tune's result files are off (the store holds the results), so the ResultGrid's

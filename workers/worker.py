@@ -1,12 +1,20 @@
 """The worker: register, claim queued sweeps, run each as a Ray Tune experiment.
 
+By default each claimed sweep runs as its own Ray Job (:mod:`workers.ray_jobs`, whose
+driver is :mod:`workers.job_driver`): one job per sweep and attempt in the Ray
+dashboard, with the Tune progress in its logs. With ``IDEM_RAY_JOBS=false`` the Tune
+experiment runs inside this process instead. Either way the worker holds the lease.
+
 While a sweep runs, a heartbeat thread extends the lease every
 ``settings.heartbeat_interval_s`` and reads the cancel flag; a cancel (or SIGTERM, or a
-lost lease) sets one event that :class:`workers.tune_runner.StopFlag` turns into the end
-of the Tune run. Afterwards the sweep is finished (succeeded, or cancelled with its
-unfinished trials), released back to the queue (SIGTERM), or left alone (lease lost:
-another worker owns it now). A worker killed outright stops heartbeating; the next
-worker's ``requeue_stalled`` puts its sweep back in the queue and resumes it.
+lost lease) sets one event that ends the Tune run (:class:`workers.tune_runner.StopFlag`
+in process; ``stop_job`` for a job). Afterwards the sweep is finished (succeeded, or
+cancelled with its unfinished trials), released back to the queue (SIGTERM), or left
+alone (lease lost: another worker owns it now). A worker killed outright stops
+heartbeating; the next worker's ``requeue_stalled`` puts its sweep back in the queue and
+resumes it (a job of it still running ends when its driver sees the lease gone, or when
+the next claim stops it). A job whose driver dies sends the sweep back to the queue, up
+to ``job_attempts`` claims.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +42,9 @@ from service.store.leases import (
     set_ray_info,
     sweep_heartbeat,
 )
-from service.store.records import ClaimedSweep, TrialTodo
-from service.store.trials import unfinished_trials
+from service.store.queries import get_sweep
+from service.store.records import ClaimedSweep
+from workers.ray_jobs import JobEnd, RayJobs, submission_id
 from workers.store_retry import in_transaction, retrying
 
 log = logging.getLogger(__name__)
@@ -46,12 +56,14 @@ AUTH_NOTE = (
 )
 
 
-def ensure_ray(address: str | None) -> str | None:
+def ensure_ray(address: str | None, dashboard_wait_s: float = 0.0) -> str | None:
     """Connect to Ray once per process; returns the dashboard URL (None without one).
 
     No address: a local Ray with every CPU of this machine. An address: join that
     cluster (``ray start --head`` elsewhere, or the compose cluster). If Ray is already
-    initialised (tests share one), it is used as it is.
+    initialised (tests share one), it is used as it is. A head that has just started
+    publishes its dashboard's address a few seconds after its GCS answers: up to
+    ``dashboard_wait_s`` is spent waiting for it.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -63,7 +75,11 @@ def ensure_ray(address: str | None) -> str | None:
             ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
     from ray._private.worker import get_dashboard_url
 
+    deadline = time.monotonic() + dashboard_wait_s
     url = get_dashboard_url() or ""
+    while not url and time.monotonic() < deadline:
+        time.sleep(0.5)
+        url = get_dashboard_url() or ""
     if url and "://" not in url:
         url = "http://" + url
     return url or None
@@ -84,7 +100,7 @@ class SweepOutcome:
     """How one claimed sweep ended for this worker."""
 
     sweep_id: int
-    status: str  # succeeded | cancelled | failed | released | lease-lost
+    status: str  # succeeded | cancelled | failed | released | requeued | lease-lost
     experiment: str | None = None
 
 
@@ -152,12 +168,14 @@ class Worker:
         max_concurrent: int | None = None,
         poll_s: float = 1.0,
         dashboard_url: str | None = None,
+        jobs: RayJobs | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.max_concurrent = max_concurrent
         self.poll_s = poll_s
         self.dashboard_url = dashboard_url
+        self.jobs = jobs  # None: run each sweep's Tune experiment in this process
         self.terminate = threading.Event()  # SIGTERM/SIGINT: finish cleanly, then exit
         self._stop_run: threading.Event | None = None
         self.worker_id: str | None = None
@@ -207,7 +225,7 @@ class Worker:
 
     def process(self, claimed: ClaimedSweep) -> SweepOutcome:
         """Run one claimed sweep to its end (or until stopped) and settle its state."""
-        from workers.tune_runner import experiment_name, load_spec, run_tune
+        from workers.tune_runner import experiment_name
 
         assert self.worker_id is not None
         stop = threading.Event()
@@ -223,27 +241,20 @@ class Worker:
             self.terminate,
         )
         experiment = experiment_name(claimed.id)
-        log.info("sweep %s (%s): claimed, Tune experiment %s", claimed.id, claimed.name, experiment)
+        log.info(
+            "sweep %s (%s): claimed (attempt %d), Tune experiment %s",
+            claimed.id,
+            claimed.name,
+            claimed.attempt,
+            experiment,
+        )
         heartbeat.start()
         try:
-
-            def start(session: Session) -> list[TrialTodo]:
-                set_ray_info(session, claimed.id, experiment, self.dashboard_url)
-                return unfinished_trials(session, claimed.id)
-
-            spec = load_spec(claimed.id, claimed.spec)
-            todos = in_transaction(self.engine, start, what="sweep start")
-            run_tune(
-                self.engine,
-                sweep_id=claimed.id,
-                spec=spec,
-                todos=todos,
-                data_dir=self.settings.data_dir,
-                report_every=self.settings.report_every,
-                stop=stop,
-                experiment=experiment,
-                cli_max_concurrent=self.max_concurrent,
-            )
+            if self.jobs is None:
+                self._run_inline(claimed, experiment, stop)
+                end = None
+            else:
+                end = self._run_job(self.jobs, claimed, experiment, stop)
         except Exception as exc:
             heartbeat.done.set()
             heartbeat.join()
@@ -255,7 +266,72 @@ class Worker:
             self._stop_run = None
         heartbeat.done.set()
         heartbeat.join()
+        if end is not None and not end.succeeded and heartbeat.reason is None:
+            return self._settle_job_end(claimed, experiment, end)
         return self._settle(claimed.id, experiment, heartbeat)
+
+    def _run_inline(self, claimed: ClaimedSweep, experiment: str, stop: threading.Event) -> None:
+        """The Tune experiment inside this process (``IDEM_RAY_JOBS=false``)."""
+        from workers.tune_runner import run_sweep
+
+        in_transaction(
+            self.engine,
+            lambda s: set_ray_info(s, claimed.id, experiment, self.dashboard_url),
+            what="sweep start",
+        )
+        run_sweep(
+            self.engine,
+            self.settings,
+            claimed.id,
+            claimed.spec,
+            experiment=experiment,
+            stop=stop,
+            max_concurrent=self.max_concurrent,
+        )
+
+    def _run_job(
+        self, jobs: RayJobs, claimed: ClaimedSweep, experiment: str, stop: threading.Event
+    ) -> JobEnd:
+        """The sweep as a Ray Job: stop any earlier attempt's job still running, record
+        the job's link, submit, watch it to its end (stopping it when ``stop`` is set)."""
+        assert self.worker_id is not None
+        job_id = submission_id(claimed)
+        jobs.stop_earlier(claimed)
+        in_transaction(
+            self.engine,
+            lambda s: set_ray_info(s, claimed.id, experiment, jobs.job_url(job_id), job_id),
+            what="sweep start",
+        )
+        jobs.submit(claimed, self.worker_id, experiment, self.settings, self.max_concurrent)
+        end = jobs.wait(job_id, stop, self.poll_s)
+        log.info("sweep %s: Ray Job %s ended %s (%s)", claimed.id, job_id, end.status, end.message)
+        return end
+
+    def _settle_job_end(self, claimed: ClaimedSweep, experiment: str, end: JobEnd) -> SweepOutcome:
+        """A job that ended without success while nobody stopped it: its driver failed the
+        sweep itself (then the lease is gone and its status says so), or it died (killed,
+        out of memory, node lost): the sweep goes back to the queue to resume, or fails
+        once it has been claimed ``job_attempts`` times."""
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        job_id = submission_id(claimed)
+        died = f"Ray Job {job_id} ended {end.status} (exit code {end.exit_code}): {end.message}"
+
+        def settle(session: Session) -> str:
+            if claimed.attempt >= self.settings.job_attempts:
+                error = f"{died}; attempt {claimed.attempt} of {self.settings.job_attempts}"
+                fail_sweep(session, claimed.id, error, worker_id=worker_id)
+                return "failed"
+            release_sweep(session, claimed.id, worker_id)
+            return "requeued"
+
+        try:
+            status = in_transaction(self.engine, settle, what="sweep end")
+        except LeaseLost:
+            with session_scope(self.engine, readonly=True) as session:
+                status = get_sweep(session, claimed.id).status.value
+        log.info("sweep %s: %s; %s", claimed.id, died, status)
+        return SweepOutcome(claimed.id, status, experiment)
 
     def _settle(self, sweep_id: int, experiment: str, heartbeat: Heartbeat) -> SweepOutcome:
         assert self.worker_id is not None

@@ -8,7 +8,8 @@ process group so a terminal's Ctrl-C reaches only this parent:
    temp dir under the data dir, free ports, token authentication with a token file in the
    data dir unless ``RAY_AUTH_MODE`` is set);
 2. the API (``idem api``) on 127.0.0.1:``IDEM_PORT``;
-3. one queue worker (``idem worker --ray-address`` the head above).
+3. one queue worker (``idem worker``) that submits each sweep as a Ray Job to the head's
+   dashboard (with the head's token when there is one).
 
 Ctrl-C or SIGTERM stops them in that order's reverse (the worker first, so it gives its
 sweep back to the queue), each by its own pid, and exits 0. Nothing else is touched: no
@@ -238,7 +239,17 @@ def run(args: argparse.Namespace) -> int:
         wait_for_ray(ray, gcs_port)
         children.append(start("api", [*idem, "api", "--port", str(api_port)], env, logs))
         address = f"127.0.0.1:{gcs_port}"
-        children.append(start("worker", [*idem, "worker", "--ray-address", address], env, logs))
+        # Each sweep runs as a Ray Job on this head's dashboard, with this interpreter.
+        worker_env = {
+            **env,
+            "IDEM_RAY_DASHBOARD_URL": f"http://127.0.0.1:{dash_port}",
+            "IDEM_RAY_JOB_PYTHON": sys.executable,
+        }
+        if "RAY_AUTH_TOKEN_PATH" in env:
+            worker_env["IDEM_RAY_TOKEN"] = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+        children.append(
+            start("worker", [*idem, "worker", "--ray-address", address], worker_env, logs)
+        )
         auth = env.get("RAY_AUTH_TOKEN_PATH")
         print(
             f"idem up: API http://127.0.0.1:{api_port} (docs /docs) · Ray dashboard "

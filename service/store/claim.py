@@ -62,6 +62,7 @@ def claim_sweep(engine: Engine, worker_id: str) -> ClaimedSweep | None:
         "claimed_by": worker_id,
         "heartbeat_at": now,
         "started_at": now,
+        "attempt": sweep.c.attempt + 1,
     }
     if engine.dialect.name == "postgresql":
         nxt = pick.with_for_update(skip_locked=True).cte("next_sweep")
@@ -71,9 +72,13 @@ def claim_sweep(engine: Engine, worker_id: str) -> ClaimedSweep | None:
             sweep.c.id == pick.scalar_subquery(),
             sweep.c.status == _CLAIMABLE.value,
         )
-    stmt = stmt.values(**values).returning(sweep.c.id, sweep.c.name, sweep.c.spec)
+    stmt = stmt.values(**values).returning(
+        sweep.c.id, sweep.c.name, sweep.c.spec, sweep.c.attempt, sweep.c.created_at
+    )
     with engine.begin() as conn:
         row = conn.execute(stmt).first()
     if row is None:
         return None
-    return ClaimedSweep(id=row.id, name=row.name, spec=row.spec)
+    return ClaimedSweep(
+        id=row.id, name=row.name, spec=row.spec, attempt=row.attempt, created_at=row.created_at
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.exceptions import LeaseLost, NotFound
@@ -120,9 +120,16 @@ def finish_sweep(session: Session, sweep_id: int, worker_id: str) -> SweepStatus
     return new
 
 
-def fail_sweep(session: Session, sweep_id: int, error: str) -> None:
-    """Mark a sweep failed with ``error``; its unfinished trials end failed too."""
-    sweep = locked_sweep(session, sweep_id)
+def fail_sweep(session: Session, sweep_id: int, error: str, worker_id: str | None = None) -> None:
+    """Mark a sweep failed with ``error``; its unfinished trials end failed too.
+
+    With ``worker_id`` (a Ray Job's driver failing on behalf of the worker that submitted
+    it) only while that worker still holds the lease; else LeaseLost.
+    """
+    if worker_id is None:
+        sweep = locked_sweep(session, sweep_id)
+    else:
+        sweep = held_sweep(session, sweep_id, worker_id)
     _set_status(sweep, SweepStatus.failed)
     sweep.error = error
     sweep.finished_at = utcnow()
@@ -140,14 +147,31 @@ def release_sweep(session: Session, sweep_id: int, worker_id: str) -> None:
     session.flush()
 
 
+def lease_holder(session: Session, sweep_id: int) -> str | None:
+    """The worker holding the sweep's lease (None unless it is running). Read only: a
+    sweep's Ray Job driver checks it and stops when its worker is no longer the holder,
+    without extending the lease itself (a dead worker's lease must run out)."""
+    row = session.execute(
+        select(Sweep.status, Sweep.claimed_by).where(Sweep.id == sweep_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    return row.claimed_by if SweepStatus(row.status) == SweepStatus.running else None
+
+
 def set_ray_info(
-    session: Session, sweep_id: int, experiment: str, dashboard_url: str | None
+    session: Session,
+    sweep_id: int,
+    experiment: str,
+    dashboard_url: str | None,
+    job_id: str | None = None,
 ) -> None:
-    """Record the Ray Tune experiment name and dashboard URL of a running sweep."""
+    """Record the Ray Tune experiment name, dashboard URL (the sweep's Ray Job page when it
+    runs as a job) and the job's submission id of a running sweep."""
     result = session.execute(
         update(Sweep)
         .where(Sweep.id == sweep_id)
-        .values(ray_experiment=experiment, ray_dashboard_url=dashboard_url)
+        .values(ray_experiment=experiment, ray_dashboard_url=dashboard_url, ray_job_id=job_id)
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound(f"sweep {sweep_id} not found")

@@ -138,6 +138,9 @@ class Sweep(Base):
     error: Mapped[str | None] = mapped_column(Text)
     ray_experiment: Mapped[str | None] = mapped_column(String(200))
     ray_dashboard_url: Mapped[str | None] = mapped_column(String(500))
+    # Claims so far (1 after the first): the Ray Job of attempt k is idemsweep-sweep-ID-k.
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    ray_job_id: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         # The claim: queued sweeps, highest priority then oldest. Partial on both backends.

@@ -57,6 +57,8 @@ class SweepRecord:
     error: str | None
     ray_experiment: str | None
     ray_dashboard_url: str | None
+    ray_job_id: str | None
+    attempt: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +112,8 @@ class ClaimedSweep:
     id: int
     name: str
     spec: dict[str, Any]
+    attempt: int  # 1 on the first claim, +1 on each later one (requeue, release)
+    created_at: datetime
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,9 @@ class Stack:
             "IDEM_API_TOKENS": json.dumps([self.token]),
             "IDEM_HEARTBEAT_INTERVAL_S": "1",
             "IDEM_REPORT_EVERY": "5",
+            # The netns head runs no dashboard (memory on a 2-core box): Tune runs in the
+            # worker; the Ray Job runner is tested in tests/workers/test_ray_jobs.py.
+            "IDEM_RAY_JOBS": "false",
         }
 
     def start(self) -> None:

@@ -82,7 +82,7 @@ def test_every_idem_variable_is_a_setting(compose: dict[str, Any]) -> None:
             if key.startswith("IDEM_"):
                 assert key in fields, f"{name}: {key} is not a field of Settings"
                 seen.add(key)
-    assert {"IDEM_DATABASE_URL", "IDEM_RAY_ADDRESS", "IDEM_API_TOKENS"} <= seen
+    assert {"IDEM_DATABASE_URL", "IDEM_RAY_DASHBOARD_URL", "IDEM_API_TOKENS"} <= seen
 
 
 def test_api_token_list_parses_as_the_settings_expect(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,7 +138,12 @@ def test_cluster_shape(compose: dict[str, Any]) -> None:
     assert "ports" not in services["ray-worker"]  # so `--scale ray-worker=N` has no clash
     devices = services["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert _argv(services["queue-worker"]["command"])[-1] == "ray-head:6379"
+    # The queue worker submits Ray Jobs to the head's dashboard (port from its command).
+    dash_port = next(a.split("=")[1] for a in head if a.startswith("--dashboard-port="))
+    queue_env = services["queue-worker"]["environment"]
+    assert queue_env["IDEM_RAY_DASHBOARD_URL"] == f"http://ray-head:{dash_port}"
+    assert queue_env["IDEM_RAY_TOKEN"] == services["ray-head"]["environment"]["RAY_AUTH_TOKEN"]
+    assert Settings(ray_dashboard_url=queue_env["IDEM_RAY_DASHBOARD_URL"]).ray_jobs
     assert "pgdata:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     assert "pgdata" in compose["volumes"]
     for service in services.values():  # published ports stay on the host's loopback

@@ -38,6 +38,15 @@ def run_up(data_dir: Path) -> None:
         created = httpx.post(f"{url}/sweeps", json=SPEC, timeout=30).json()
         sweep = wait_sweep_final(url, created["id"], timeout=270, every=1)
         assert sweep["status"] == "succeeded"
+        # The sweep ran as a Ray Job: the dashboard lists it with the sweep id in its
+        # metadata, and the sweep's dashboard_url opens that job.
+        job_id = sweep["ray_job_id"]
+        dashboard, fragment = sweep["ray_dashboard_url"].split("/#/")
+        assert fragment == f"jobs/{job_id}"
+        listed = httpx.get(f"{dashboard}/api/jobs/", timeout=30).json()
+        job = next(j for j in listed if j["submission_id"] == job_id)
+        assert job["metadata"]["idemsweep_sweep_id"] == str(created["id"])
+        assert job["status"] == "SUCCEEDED"
         assert (
             sweep["trials_by_status"].get("succeeded", 0)
             + sweep["trials_by_status"].get("diverged", 0)

@@ -22,9 +22,9 @@ from sqlalchemy import Engine, text
 from service.store.engine import session_scope, upgrade_database
 from service.store.status import SWEEP_FINAL, TRIAL_FINAL
 from tests.utils.processes import free_port, wait_for, wait_healthy
-from tests.workers.conftest import RAY_ENV, REPO, ray_address
+from tests.workers.conftest import INLINE_ENV, RAY_ENV, REPO, local_ray, ray_address
 
-__all__ = ["ray_address"]  # the session's one local Ray, shared with tests/workers
+__all__ = ["local_ray", "ray_address"]  # the session's one local Ray, shared with tests/workers
 
 IDEM = [sys.executable, "-m", "idemsweep"]
 
@@ -33,6 +33,7 @@ def process_env(db_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of an `idem` process on ``db_url`` (no inherited IDEM_* settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDEM_")}
     env.update(RAY_ENV)
+    env.update(INLINE_ENV)  # the store faults injected here are the in-process runner's
     env.update(
         IDEM_DATABASE_URL=db_url,
         IDEM_DATA_DIR=str(data_dir),

@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from service.settings import Settings, SettingsInvalid, env_name, load_settings
 
@@ -36,7 +37,7 @@ def bad_value(field: str, tmp_path: Path) -> str:
         afile = tmp_path / "a-file"
         afile.write_text("not a directory")
         return str(afile)
-    if str in types:
+    if str in types or SecretStr in types:
         # Every string setting refuses control characters (a pasted newline or tab).
         return "two\tparts"
     raise AssertionError(f"no bad value for {field} ({annotation}): extend bad_value()")

@@ -1,17 +1,26 @@
-"""Worker fixtures: ONE real local Ray (2 CPUs) per pytest session, settings, helpers.
+"""Worker fixtures: ONE real local Ray (2 CPUs, with its dashboard) per pytest session,
+settings, helpers.
 
 Every worker test runs on both databases through the store's ``engine``/``db_url``
 fixtures (tests/conftest.py). Ray starts once (~10 s) and is shared; subprocess workers
-join it by address, so no test starts a second cluster.
+join it by address, and Ray Jobs are submitted to its dashboard, so no test starts a
+second cluster. Subprocess workers run Tune in process (``IDEM_RAY_JOBS=false``, the
+runner whose store faults tests/faults injects) unless a test asks for jobs;
+tests/workers/test_ray_jobs.py runs the Ray Job path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +40,61 @@ REPO = Path(__file__).resolve().parents[2]
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
+INLINE_ENV = {"IDEM_RAY_JOBS": "false"}
+
+
+@dataclass(frozen=True)
+class LocalRay:
+    """The session's Ray: its GCS address and its dashboard's HTTP URL."""
+
+    address: str
+    dashboard_url: str
+
+
 @pytest.fixture(scope="session")
-def ray_address() -> Iterator[str]:
-    """Start the shared local Ray (num_cpus=2) once; yields its GCS address."""
+def local_ray() -> Iterator[LocalRay]:
+    """Start the shared local Ray once: a head with 2 CPUs and its dashboard, every port
+    free-picked (`idem up`'s own ``ray start`` command line), in a process group of its
+    own that teardown ends, so no other Ray on the machine is touched or collided with.
+    This process joins it as a driver."""
     os.environ.update(RAY_ENV)
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    if started:
+    from idemsweep.commands.up import port_open, ray_head_argv
+    from tests.utils.processes import free_port, wait_for
+
+    if ray.is_initialized():  # another session fixture already joined one
+        from ray._private.worker import get_dashboard_url
+
+        yield LocalRay(ray.get_runtime_context().gcs_address, f"http://{get_dashboard_url()}")
+        return
+    gcs_port, dash_port = free_port(), free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="idem-t-ray-"))
+    with (temp_dir / "head.log").open("wb") as log:
+        head = subprocess.Popen(
+            ray_head_argv(gcs_port, dash_port, 2, temp_dir),
+            env={**os.environ, **RAY_ENV},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: port_open(gcs_port) and port_open(dash_port), 180, "the Ray head")
+        address = f"127.0.0.1:{gcs_port}"
+        ray.init(address=address, log_to_driver=False)
+        yield LocalRay(address, f"http://127.0.0.1:{dash_port}")
+    finally:
         ray.shutdown()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # the group is the head and its children
+        head.wait(30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_address(local_ray: LocalRay) -> str:
+    """The shared local Ray's GCS address (workers join it)."""
+    return local_ray.address
 
 
 @pytest.fixture
@@ -140,6 +192,7 @@ def spawn_worker(
     full_env = {
         **os.environ,
         **RAY_ENV,
+        **INLINE_ENV,
         "IDEM_DATABASE_URL": db_url,
         "IDEM_DATA_DIR": str(data_dir),
         "IDEM_HEARTBEAT_INTERVAL_S": "0.3",
