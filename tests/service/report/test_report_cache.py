@@ -89,6 +89,8 @@ def _sweep(sweep_id: int, status: SweepStatus, finished: datetime | None) -> Swe
         error=None,
         ray_experiment=None,
         ray_dashboard_url=None,
+        ray_job_id=None,
+        attempt=1,
     )
 
 
