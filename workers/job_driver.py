@@ -25,14 +25,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine
-
 from service.exceptions import LeaseLost
 from service.settings import get_settings
 from service.store.engine import make_engine, session_scope
 from service.store.leases import fail_sweep, lease_holder
 from service.store.queries import get_sweep
 from workers.store_retry import in_transaction
+from workers.sweep_watch import SweepWatch
 
 log = logging.getLogger("workers.job_driver")
 # Exit code of a driver that ended its run because its worker lost the lease (the job
@@ -40,25 +39,11 @@ log = logging.getLogger("workers.job_driver")
 LEASE_LOST = 3
 
 
-class LeaseGuard(threading.Thread):
+class LeaseGuard(SweepWatch):
     """Sets ``stop`` once ``worker_id`` no longer holds the sweep (read only)."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        sweep_id: int,
-        worker_id: str,
-        interval_s: float,
-        stop: threading.Event,
-    ) -> None:
-        super().__init__(name=f"lease-guard-sweep-{sweep_id}", daemon=True)
-        self.engine = engine
-        self.sweep_id = sweep_id
-        self.worker_id = worker_id
-        self.interval_s = interval_s
-        self.stop = stop
-        self.done = threading.Event()
-        self.fired = False  # the lease was gone: the run was ended for that
+    role = "lease-guard"
+    fired = False  # the lease was gone: the run was ended for that
 
     def check(self) -> bool:
         """True while the worker still holds the sweep; a database hiccup counts as held
@@ -71,17 +56,17 @@ class LeaseGuard(threading.Thread):
             return True
         return holder == self.worker_id
 
-    def run(self) -> None:
-        while not self.done.wait(self.interval_s):
-            if not self.check():
-                log.warning(
-                    "sweep %s: worker %s no longer holds it; ending this job's Tune run",
-                    self.sweep_id,
-                    self.worker_id,
-                )
-                self.fired = True
-                self.stop.set()
-                return
+    def tick(self) -> bool:
+        if self.check():
+            return True
+        log.warning(
+            "sweep %s: worker %s no longer holds it; ending this job's Tune run",
+            self.sweep_id,
+            self.worker_id,
+        )
+        self.fired = True
+        self.stop.set()
+        return False
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

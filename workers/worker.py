@@ -46,6 +46,7 @@ from service.store.queries import get_sweep
 from service.store.records import ClaimedSweep
 from workers.ray_jobs import JobEnd, RayJobs, submission_id
 from workers.store_retry import in_transaction, retrying
+from workers.sweep_watch import SweepWatch
 
 log = logging.getLogger(__name__)
 
@@ -104,31 +105,15 @@ class SweepOutcome:
     experiment: str | None = None
 
 
-class Heartbeat(threading.Thread):
+class Heartbeat(SweepWatch):
     """Extends the sweep's lease and watches its cancel flag until ``done`` is set.
 
-    Any reason to stop the Tune run (cancel, lost lease, the worker's own stop) sets
-    ``stop``; ``reason`` says which came first.
+    A reason to stop the Tune run (cancel, lost lease) sets ``stop``; ``reason`` says
+    which came first. The worker's own stop (SIGTERM) sets ``stop`` itself.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        sweep_id: int,
-        worker_id: str,
-        interval_s: float,
-        stop: threading.Event,
-        terminate: threading.Event,
-    ) -> None:
-        super().__init__(name=f"heartbeat-sweep-{sweep_id}", daemon=True)
-        self.engine = engine
-        self.sweep_id = sweep_id
-        self.worker_id = worker_id
-        self.interval_s = interval_s
-        self.stop = stop
-        self.terminate = terminate
-        self.done = threading.Event()
-        self.reason: str | None = None
+    role = "heartbeat"
+    reason: str | None = None
 
     def beat(self) -> None:
         """One heartbeat: lease + cancel flag; stops the run when there is a reason."""
@@ -150,11 +135,9 @@ class Heartbeat(threading.Thread):
             self.reason = reason
         self.stop.set()
 
-    def run(self) -> None:
-        while not self.done.wait(self.interval_s):
-            if self.terminate.is_set():
-                self._stop_for("terminate")
-            self.beat()
+    def tick(self) -> bool:
+        self.beat()
+        return True
 
 
 class Worker:
@@ -238,7 +221,6 @@ class Worker:
             self.worker_id,
             self.settings.heartbeat_interval_s,
             stop,
-            self.terminate,
         )
         experiment = experiment_name(claimed.id)
         log.info(
@@ -266,7 +248,7 @@ class Worker:
             self._stop_run = None
         heartbeat.done.set()
         heartbeat.join()
-        if end is not None and not end.succeeded and heartbeat.reason is None:
+        if end is not None and not end.succeeded and not stop.is_set():
             return self._settle_job_end(claimed, experiment, end)
         return self._settle(claimed.id, experiment, heartbeat)
 
