@@ -1,4 +1,5 @@
-"""`idem worker`: claim queued sweeps and run them on Ray Tune (local Ray or a cluster)."""
+"""`idem worker`: claim queued sweeps and run each as a Ray Job on Ray Tune (local Ray or a
+cluster; or in this process with IDEM_RAY_JOBS=false)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("worker", help="run queued sweeps on Ray Tune until stopped")
+    p = sub.add_parser(
+        "worker", help="run queued sweeps until stopped, each as a Ray Job (a Ray Tune experiment)"
+    )
     p.add_argument(
         "--ray-address",
         default=None,
