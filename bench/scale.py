@@ -6,11 +6,14 @@ so training is not the subject). Printed per size, as seconds and microseconds p
 
 - POST: validation, grid expansion and the bulk insert (``POST /sweeps``);
 - claim+group: the worker's claim, its read of the trials and the packing into Tune
-  trials (from the worker log's timestamps; the Tune trial count is shown);
+  trials (from the worker log's timestamps, and the Ray Job driver's log when the worker
+  submits one: then it includes the job's start; the Tune trial count is shown);
 - run: POST answered -> every trial in a final state (polled every 0.5 s);
 - summary, compare, claims (when the API has it), report (through 202 until 200),
   export (CSV when the API has it, else JSON pages by ``after_id``);
-- peak memory (VmHWM) of the API process and of the worker (the Tune driver).
+- peak memory (VmHWM) of the API process and of the Tune driver: the worker, or the
+  sweep's Ray Job driver when the worker submits one (sampled every 0.5 s; the queue
+  worker's own peak is then ``queue_worker_mb`` in the JSON).
 
 Also checks that no p-value in compare/claims is NaN or infinite.
 
@@ -76,6 +79,48 @@ def log_time(line: str) -> datetime:
     return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
 
 
+class JobDriver:
+    """The Ray Job that runs a sweep's Tune experiment when the worker submits one (the
+    worker logs ``sweep N: submitted Ray Job ID``; the driver logs its pid into Ray's
+    ``job-driver-ID.log``): its log, and its peak memory sampled while it runs (VmHWM
+    only grows, so the last sample before it exits is its peak within one poll)."""
+
+    def __init__(self, worker_log: Path, sweep_id: int) -> None:
+        self.worker_log = worker_log
+        self.sweep_id = sweep_id
+        self.peak_mb: float | None = None
+        self._log: Path | None = None
+        self._pid: int | None = None
+
+    def log_path(self) -> Path | None:
+        if self._log is None:
+            text = self.worker_log.read_text(errors="replace")
+            m = re.search(rf"sweep {self.sweep_id}: submitted Ray Job (\S+)", text)
+            if m:
+                ray_tmp = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+                found = sorted(ray_tmp.glob(f"session_*/logs/job-driver-{m.group(1)}.log"))
+                self._log = found[0] if found else None
+        return self._log
+
+    def wait_ended(self, timeout_s: float = 60) -> None:
+        """Until the worker logs that the job ended (it does after the sweep is final)."""
+        deadline = time.monotonic() + timeout_s
+        pattern = rf"sweep {self.sweep_id}: Ray Job \S+ ended"
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.worker_log.read_text(errors="replace")):
+                return
+            time.sleep(0.2)
+
+    def sample(self) -> None:
+        if self._pid is None and (path := self.log_path()) is not None:
+            m = re.search(
+                rf"sweep {self.sweep_id}: driver pid (\d+)", path.read_text("utf-8", "replace")
+            )
+            self._pid = int(m.group(1)) if m else None
+        if self._pid is not None and (mb := peak_rss_mb(self._pid)) is not None:
+            self.peak_mb = mb
+
+
 def claim_and_group(worker_log: str, sweep_id: int) -> tuple[float | None, int | None]:
     """Seconds from the worker's 'claimed' line to its 'Tune trials' line, and the count."""
     claimed = grouped = None
@@ -123,13 +168,15 @@ def run_size(
     synthetic: bool = False,
     keep: Path | None = None,
     postgres: str | None = None,
+    ray_jobs: bool = False,
 ) -> dict[str, Any]:
     """One fresh service, one sweep of ``trials``: every stage's seconds and the peaks.
     ``synthetic``: no worker; :func:`fill_results` stores the results instead (the
     read stages measured on a sweep too large to train on this machine in time).
     ``keep``: the store (or the PostgreSQL database) and the logs stay, the logs (and a
     SQLite store) in ``keep/<trials>``. ``postgres``: an admin URL of a PostgreSQL
-    server; the store is a new database on it (dropped afterwards unless ``keep``)."""
+    server; the store is a new database on it (dropped afterwards unless ``keep``).
+    ``ray_jobs``: the worker runs the sweep as a Ray Job (else inside the worker)."""
     out: dict[str, Any] = {"trials": trials, "synthetic": synthetic, "load": os.getloadavg()[0]}
     database_url = None
     if postgres is not None:
@@ -144,6 +191,10 @@ def run_size(
     ) as tmp:
         data_dir = Path(tmp)
         port, env, api, api_log = start_api(data_dir, database_url)
+        # One mode for every size: the worker falls back to running in process when
+        # another Ray on the machine holds the Jobs agent's port, which varies here.
+        env["IDEM_RAY_JOBS"] = "true" if ray_jobs else "false"
+        out["ray_jobs"] = ray_jobs
         worker_log = open(data_dir / "worker.log", "wb")  # noqa: SIM115 (closed below)
         worker = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(1e6)"]
@@ -170,6 +221,7 @@ def run_size(
                     out["claim+group"], out["tune_trials"] = fill_results(db_url, sweep_id)
                 t0 = time.perf_counter()
                 deadline = t0 + timeout_s
+                driver = JobDriver(data_dir / "worker.log", sweep_id)
                 while True:
                     sweep = client.get(f"/sweeps/{sweep_id}").json()
                     if sweep["status"] in FINAL:
@@ -178,12 +230,18 @@ def run_size(
                         raise RuntimeError(f"sweep {sweep_id} unfinished after {timeout_s} s")
                     if worker.poll() is not None:
                         raise RuntimeError("the worker exited")
+                    driver.sample()
                     time.sleep(0.5)
                 out["run"] = None if synthetic else time.perf_counter() - t0
                 out["status"] = sweep["trials_by_status"]
                 out["worker_mb"] = None if synthetic else peak_rss_mb(worker.pid)
                 if not synthetic:
                     log = (data_dir / "worker.log").read_text(errors="replace")
+                    if driver.log_path() is not None:  # Ray Jobs: the driver ran the Tune run
+                        driver.wait_ended()  # its teardown would be timed with the reads
+                        out["queue_worker_mb"] = out["worker_mb"]
+                        out["worker_mb"] = driver.peak_mb
+                        log += driver.log_path().read_text(errors="replace")  # type: ignore[union-attr]
                     out["claim+group"], out["tune_trials"] = claim_and_group(log, sweep_id)
                 out["summary"], r = timed(lambda: client.get(f"/sweeps/{sweep_id}/summary"))
                 r.raise_for_status()
@@ -209,7 +267,7 @@ def run_size(
                 r.raise_for_status()
                 out["export"], out["export_kind"] = export(client, sweep_id, trials)
                 out["api_mb"] = peak_rss_mb(api.pid)
-                if not synthetic:
+                if not synthetic and "queue_worker_mb" not in out:
                     out["worker_mb"] = peak_rss_mb(worker.pid) or out["worker_mb"]
                 out["load_end"] = os.getloadavg()[0]
         finally:
@@ -385,6 +443,11 @@ def main() -> None:
         metavar="ADMIN_URL",
         help="store each size in a new database on this PostgreSQL server (default: SQLite)",
     )
+    parser.add_argument(
+        "--ray-jobs",
+        action="store_true",
+        help="the worker submits each sweep as a Ray Job (default: the Tune run in the worker)",
+    )
     args = parser.parse_args()
     results = []
     for n in args.sizes:
@@ -396,6 +459,7 @@ def main() -> None:
             synthetic=n in args.synthetic,
             keep=args.keep,
             postgres=args.postgres,
+            ray_jobs=args.ray_jobs,
         )
         print("   " + json.dumps(result), flush=True)
         results.append(result)
