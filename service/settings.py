@@ -141,8 +141,9 @@ class Settings(BaseSettings):
     ray_job_python: str | None = knob(
         None,
         "The Python a sweep's Ray Job runs (its entrypoint is `PYTHON -m "
-        "workers.job_driver`); unset: this worker's own interpreter when Ray runs on this "
-        "machine, else `python` on the cluster's PATH.",
+        "workers.job_driver`); unset: this worker's own interpreter when the worker joined "
+        "or started the Ray itself, `python` on the cluster's PATH when it was given only "
+        "IDEM_RAY_DASHBOARD_URL.",
         "/opt/venv/bin/python",
     )
     job_attempts: PositiveInt = knob(

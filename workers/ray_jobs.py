@@ -9,8 +9,8 @@ store exactly as the in-process runner does; the queue worker keeps the lease
 Names are derived here once: submission id ``idemsweep-sweep-<id>-<attempt>-<created>``
 (stable: the same sweep and attempt always give the same id; the sweep's creation time
 keeps sweeps of two stores on one cluster apart, since a cluster keeps every job id for
-its lifetime), metadata ``idemsweep_sweep_id`` and
-``idemsweep_sweep_name``, and the dashboard link ``<dashboard>/#/jobs/<submission id>``.
+its lifetime), metadata ``idemsweep_sweep_id``, ``idemsweep_sweep_name`` and
+``idemsweep_sweep_created``, and the dashboard link ``<dashboard>/#/jobs/<submission id>``.
 """
 
 from __future__ import annotations
@@ -26,16 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.engine import make_url
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from service.settings import Settings
 from service.store.records import ClaimedSweep
+from workers.store_retry import retrying
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -64,20 +58,14 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def patiently(fn: Callable[[], T], what: str) -> T:
-    """``fn()``, retried with backoff while the dashboard's error is transient."""
-
-    def warn(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s: Ray dashboard not ready (%s); retrying", what, exc)
-
-    retry = Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_delay(DASHBOARD_PATIENCE_S),
-        wait=wait_exponential(multiplier=0.2, max=2.0),
-        before_sleep=warn,
-        reraise=True,
+    """``fn()``, retried with the store's backoff while the dashboard's error is transient."""
+    return retrying(
+        fn,
+        what=what,
+        timeout_s=DASHBOARD_PATIENCE_S,
+        transient=is_transient,
+        service="Ray dashboard",
     )
-    return retry(fn)
 
 
 def created_tag(claimed: ClaimedSweep) -> str:

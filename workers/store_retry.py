@@ -44,8 +44,17 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-def retrying(fn: Callable[[], T], *, what: str, timeout_s: float = RETRY_TIMEOUT_S) -> T:
-    """``fn()``, called again after a backoff while it fails with a transient error.
+def retrying(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    timeout_s: float = RETRY_TIMEOUT_S,
+    transient: Callable[[BaseException], bool] = is_transient,
+    service: str = "database",
+) -> T:
+    """``fn()``, called again after a backoff while it fails with a ``transient`` error
+    (by default a lost database connection; the Ray Jobs client passes its own test for
+    an unreachable dashboard, and names that ``service`` in the warning).
 
     Gives up (re-raising the last error) rather than start a try after ``timeout_s``;
     any other error is raised at once.
@@ -54,10 +63,10 @@ def retrying(fn: Callable[[], T], *, what: str, timeout_s: float = RETRY_TIMEOUT
     def warn(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s: database unavailable (%s); retrying in %.1f s", what, exc, delay)
+        log.warning("%s: %s unavailable (%s); retrying in %.1f s", what, service, exc, delay)
 
     retry = Retrying(
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(transient),
         wait=wait_exponential(multiplier=FIRST_DELAY_S, max=MAX_DELAY_S),
         stop=stop_before_delay(timeout_s),
         before_sleep=warn,
